@@ -1,0 +1,14 @@
+//! Taskflow's shared language, spoken by the server and every client.
+//!
+//! - [`ids`]: document ids (base58check) and `automerge:` URLs, peer and storage ids.
+//! - [`wire`]: the automerge-repo network protocol v1 messages and their CBOR codec.
+//! - [`board`]: the board document schema, a typed read/write layer over Automerge.
+//!
+//! This crate does no I/O: no sockets, files, clocks or threads. Time comes in as arguments.
+
+pub mod board;
+pub mod ids;
+pub mod wire;
+
+pub use ids::{AutomergeUrl, DocumentId, IdError, PeerId, StorageId};
+pub use wire::{DecodeError, Message};
