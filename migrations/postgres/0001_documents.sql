@@ -10,8 +10,6 @@ CREATE TABLE documents (
     id           TEXT PRIMARY KEY,          -- base58check document id
     snapshot     BYTEA,                     -- Automerge::save() output, NULL until first compaction
     heads        BYTEA NOT NULL,            -- concatenated 32-byte change hashes of the stored state
-    change_rows  BIGINT NOT NULL DEFAULT 0, -- rows in `changes` for this document
-    change_bytes BIGINT NOT NULL DEFAULT 0,
     created_at   BIGINT NOT NULL,           -- ms since epoch
     updated_at   BIGINT NOT NULL
 );

@@ -10,8 +10,6 @@ CREATE TABLE documents (
     id          TEXT PRIMARY KEY,           -- base58check document id
     snapshot    BLOB,                       -- Automerge::save() output, NULL until first compaction
     heads       BLOB NOT NULL,              -- concatenated 32-byte change hashes of the stored state
-    change_rows INTEGER NOT NULL DEFAULT 0, -- rows in `changes` for this document
-    change_bytes INTEGER NOT NULL DEFAULT 0,
     created_at  INTEGER NOT NULL,           -- ms since epoch
     updated_at  INTEGER NOT NULL
 );

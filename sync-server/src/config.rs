@@ -1,0 +1,88 @@
+//! Server configuration: command-line flags, each with an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::doc::DocConfig;
+
+/// Taskflow sync server: automerge-repo compatible WebSocket sync over durable storage.
+///
+/// There is no authentication yet: keep the listen address on loopback (the default) unless a
+/// trusted proxy stands in front.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "taskflow-server", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TASKFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded SQLite database (used when DATABASE_URL is not set).
+    #[arg(long, env = "TASKFLOW_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// postgres://… for PostgreSQL, or sqlite:… for an explicit SQLite file.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Largest WebSocket message accepted, in bytes.
+    #[arg(long, env = "TASKFLOW_MAX_FRAME_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Most documents one connection may open.
+    #[arg(long, env = "TASKFLOW_MAX_DOCS_PER_CONNECTION", default_value_t = 10_000)]
+    pub max_docs_per_connection: usize,
+
+    /// Outgoing messages queued per connection before a slow reader is disconnected.
+    #[arg(long, env = "TASKFLOW_SEND_QUEUE", default_value_t = 4096)]
+    pub send_queue: usize,
+
+    /// How long a document nobody has open stays in memory (e.g. 60s, 5m).
+    #[arg(long, env = "TASKFLOW_EVICT_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub evict_after: Duration,
+
+    /// Compact a document's storage once this many change chunks sit beside its snapshot.
+    #[arg(long, env = "TASKFLOW_COMPACT_AFTER_CHANGES", default_value_t = 256)]
+    pub compact_after_changes: usize,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
+    #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// Defaults for tests and embedding: loopback on an ephemeral port, data in `data_dir`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let mut config = Config::parse_from(["taskflow-server"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.data_dir = data_dir.into();
+        config.database_url = None;
+        config
+    }
+
+    pub fn doc_config(&self) -> DocConfig {
+        DocConfig {
+            evict_after: self.evict_after,
+            compact_after_changes: self.compact_after_changes,
+            ..DocConfig::default()
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes,
+            max_docs_per_connection: self.max_docs_per_connection,
+            send_queue: self.send_queue,
+        }
+    }
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_docs_per_connection: usize,
+    pub send_queue: usize,
+}

@@ -1,0 +1,195 @@
+//! Open documents: a registry of document actors, one per open document (its single writer).
+//!
+//! Connections send [`DocCommand`]s to a document through the [`Registry`], which starts the
+//! actor on first use. An actor that has had no peers for the configured idle time compacts,
+//! removes itself from the registry and ends; the next command for that document starts a new
+//! one, which loads it from the store again.
+
+mod actor;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use automerge::sync;
+use taskflow_proto::{DocumentId, PeerId};
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+
+use crate::link::{ConnId, PeerLink};
+use crate::store::Store;
+
+/// Commands queued to one document's actor.
+#[derive(Debug)]
+pub enum DocCommand {
+    /// A `sync` or `request` from a peer (its Automerge sync message already decoded).
+    Sync {
+        link: PeerLink,
+        request: bool,
+        message: sync::Message,
+    },
+    /// An `ephemeral` message to relay to the document's other peers.
+    Ephemeral {
+        from: PeerLink,
+        sender_id: PeerId,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    },
+    /// The peer left or its connection closed.
+    Detach { conn: ConnId },
+    /// The server is stopping: finish what is queued and end.
+    Shutdown,
+}
+
+/// Tunables of document actors.
+#[derive(Debug, Clone)]
+pub struct DocConfig {
+    /// How long a document with no peers stays in memory.
+    pub evict_after: Duration,
+    /// Compact once this many chunks sit beside the snapshot.
+    pub compact_after_changes: usize,
+    /// Commands an actor's inbox holds before senders wait (back-pressure on fast writers).
+    pub inbox: usize,
+}
+
+impl Default for DocConfig {
+    fn default() -> Self {
+        Self {
+            evict_after: Duration::from_secs(60),
+            compact_after_changes: 256,
+            inbox: 1024,
+        }
+    }
+}
+
+/// Whether a command may start an actor for a document that is not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Start the actor (loading the document) if needed.
+    Start,
+    /// Deliver only to an actor that is running; drop otherwise.
+    IfRunning,
+}
+
+#[derive(Debug)]
+struct Entry {
+    tx: mpsc::Sender<DocCommand>,
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    docs: Mutex<HashMap<DocumentId, Entry>>,
+    store: Store,
+    config: DocConfig,
+    server_peer: PeerId,
+    tracker: TaskTracker,
+    next_generation: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl Registry {
+    pub fn new(store: Store, config: DocConfig, server_peer: PeerId) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                docs: Mutex::new(HashMap::new()),
+                store,
+                config,
+                server_peer,
+                tracker: TaskTracker::new(),
+                next_generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn server_peer(&self) -> &PeerId {
+        &self.inner.server_peer
+    }
+
+    /// Number of documents open in memory.
+    pub fn open_documents(&self) -> usize {
+        self.inner.docs.lock().expect("registry lock").len()
+    }
+
+    /// Delivers a command to a document's actor. Waits while the actor's inbox is full.
+    pub async fn send(&self, id: DocumentId, mut command: DocCommand, open: Open) {
+        // An actor may end between our lookup and our send; the retry then starts a new one.
+        for _ in 0..3 {
+            let Some((tx, generation)) = self.lookup(id, open) else {
+                return;
+            };
+            match tx.send(command).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(returned)) => {
+                    command = returned;
+                    self.forget(id, generation);
+                }
+            }
+        }
+        tracing::error!(document = %id, "document actor keeps ending; command dropped");
+    }
+
+    fn lookup(&self, id: DocumentId, open: Open) -> Option<(mpsc::Sender<DocCommand>, u64)> {
+        let mut docs = self.inner.docs.lock().expect("registry lock");
+        if let Some(entry) = docs.get(&id) {
+            return Some((entry.tx.clone(), entry.generation));
+        }
+        if open == Open::IfRunning || self.inner.tracker.is_closed() {
+            return None;
+        }
+        let generation = self.inner.next_generation.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.inner.config.inbox);
+        docs.insert(
+            id,
+            Entry {
+                tx: tx.clone(),
+                generation,
+            },
+        );
+        let actor = actor::Actor::new(id, generation, self.clone(), rx);
+        self.inner.tracker.spawn(actor.run());
+        Some((tx, generation))
+    }
+
+    /// Removes a document's entry if it still belongs to the actor of `generation`.
+    fn forget(&self, id: DocumentId, generation: u64) {
+        let mut docs = self.inner.docs.lock().expect("registry lock");
+        if docs.get(&id).is_some_and(|e| e.generation == generation) {
+            docs.remove(&id);
+        }
+    }
+
+    /// Called by an idle actor: removes its entry unless commands are waiting for it. Holding
+    /// the registry lock while checking means no sender can pick up the entry in between.
+    fn retire(&self, id: DocumentId, generation: u64, rx: &mpsc::Receiver<DocCommand>) -> bool {
+        let mut docs = self.inner.docs.lock().expect("registry lock");
+        if !rx.is_empty() {
+            return false;
+        }
+        if docs.get(&id).is_some_and(|e| e.generation == generation) {
+            docs.remove(&id);
+        }
+        true
+    }
+
+    /// Stops every actor after it has finished (and persisted) what it was doing.
+    pub async fn shutdown(&self) {
+        self.inner.tracker.close();
+        let senders: Vec<mpsc::Sender<DocCommand>> = {
+            let docs = self.inner.docs.lock().expect("registry lock");
+            docs.values().map(|e| e.tx.clone()).collect()
+        };
+        for tx in senders {
+            // An actor that already ended has nothing left to finish.
+            let _ = tx.send(DocCommand::Shutdown).await;
+        }
+        self.inner.tracker.wait().await;
+    }
+}

@@ -1,0 +1,19 @@
+//! Taskflow's sync server: automerge-repo compatible WebSocket sync over durable storage.
+//!
+//! - [`server`]: routes (`/healthz`, `/api/v1/sync`), shared state, graceful shutdown.
+//! - [`connection`]: one WebSocket peer — handshake, decoding, limits, routing to documents.
+//! - [`doc`]: the registry of document actors (one single writer per open document) and the
+//!   sans-IO document state they drive.
+//! - [`link`]: the bounded way back from a document to a peer.
+//! - [`store`]: durable storage, SQLite or PostgreSQL; the only module that writes SQL.
+//! - [`config`]: flags and environment.
+
+pub mod config;
+pub mod connection;
+pub mod doc;
+pub mod link;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,183 @@
+//! The HTTP surface and the server's lifecycle: routes, shared state, graceful shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use taskflow_proto::{PeerId, StorageId};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Limits};
+use crate::doc::Registry;
+use crate::link::{close_code, ConnId, PeerLink};
+use crate::store::Store;
+
+/// How long shutdown waits for connections to send their close frames.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+
+/// State every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub registry: Registry,
+    pub limits: Limits,
+    pub storage_id: StorageId,
+    pub shutdown: CancellationToken,
+    peers: Mutex<HashMap<PeerId, PeerLink>>,
+    next_conn: AtomicU64,
+    connections: TaskTracker,
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records a joined peer. A peer id joining again on another socket replaces (and closes)
+    /// the older connection, as the JS server does: it is the same peer reconnecting.
+    pub fn register_peer(&self, link: &PeerLink) {
+        let previous = self
+            .peers
+            .lock()
+            .expect("peer directory lock")
+            .insert(link.peer_id.clone(), link.clone());
+        if let Some(old) = previous.filter(|old| old.conn != link.conn) {
+            old.close(close_code::NORMAL, Some("the same peer joined on another connection".into()));
+        }
+    }
+
+    pub fn unregister_peer(&self, link: &PeerLink) {
+        let mut peers = self.peers.lock().expect("peer directory lock");
+        if peers.get(&link.peer_id).is_some_and(|l| l.conn == link.conn) {
+            peers.remove(&link.peer_id);
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+}
+
+/// A configured server, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    store: Store,
+}
+
+impl Server {
+    /// Opens the store (running migrations) and prepares the shared state.
+    pub async fn open(config: &Config) -> anyhow::Result<Server> {
+        let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
+        let storage_id = StorageId::new(store.storage_id().await?);
+        let server_peer = PeerId::new(format!("taskflow-server-{}", uuid::Uuid::new_v4()));
+        let registry = Registry::new(store.clone(), config.doc_config(), server_peer);
+        let shared = Arc::new(Shared {
+            registry,
+            limits: config.limits(),
+            storage_id,
+            shutdown: CancellationToken::new(),
+            peers: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            connections: TaskTracker::new(),
+        });
+        Ok(Server { shared, store })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/api/v1/sync", get(sync_socket))
+            .with_state(self.shared.clone())
+    }
+
+    /// Serves until `stop` resolves, then stops accepting, closes every socket with 1001, lets
+    /// document actors finish their in-flight writes, and closes the store.
+    pub async fn serve(self, listener: TcpListener, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shutdown = self.shared.shutdown.clone();
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                stop.await;
+                shutdown.cancel();
+            })
+            .await?;
+        self.shared.connections.close();
+        if tokio::time::timeout(CONNECTION_DRAIN, self.shared.connections.wait()).await.is_err() {
+            tracing::warn!("some connections did not close in time");
+        }
+        self.shared.registry.shutdown().await;
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn healthz() -> Json<body::Health> {
+    Json(body::Health { status: "ok" })
+}
+
+async fn sync_socket(
+    State(shared): State<Arc<Shared>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            return problem(
+                rejection.status(),
+                "WebSocket upgrade required",
+                &format!("{rejection}: connect with a WebSocket client speaking the automerge-repo protocol"),
+            );
+        }
+    };
+    let tracker = shared.connections.clone();
+    upgrade
+        .max_message_size(shared.limits.max_frame_bytes)
+        .max_frame_size(shared.limits.max_frame_bytes)
+        .on_upgrade(move |socket| tracker.track_future(crate::connection::serve(socket, shared)))
+}
+
+/// An `application/problem+json` response (RFC 9457).
+pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    let body = body::Problem {
+        r#type: "about:blank",
+        title,
+        status: status.as_u16(),
+        detail,
+    };
+    (status, [(header::CONTENT_TYPE, "application/problem+json")], Json(body)).into_response()
+}
+
+/// Response bodies, serialised with serde.
+mod body {
+    #[derive(Debug, serde::Serialize)]
+    pub struct Health {
+        pub status: &'static str,
+    }
+
+    #[derive(Debug, serde::Serialize)]
+    pub struct Problem<'a> {
+        pub r#type: &'static str,
+        pub title: &'a str,
+        pub status: u16,
+        pub detail: &'a str,
+    }
+}

@@ -1,0 +1,187 @@
+//! Durable document storage: one interface, two backends (SQLite embedded, PostgreSQL).
+//!
+//! A document is stored as an optional compacted snapshot plus the change chunks appended since
+//! it. Appends are idempotent (keyed by change hash) and happen in one transaction with the
+//! document's new heads; compaction replaces the snapshot and deletes the chunks it folded in,
+//! also in one transaction. Every intermediate state loads: a crash between or inside any of
+//! these leaves either the old rows or the new ones, and snapshot + chunks may overlap freely.
+//!
+//! Only this module writes SQL.
+
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+
+use automerge::ChangeHash;
+use taskflow_proto::DocumentId;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("data directory: {0}")]
+    DataDir(#[from] std::io::Error),
+    #[error("unsupported DATABASE_URL scheme (expected postgres://, postgresql:// or sqlite:)")]
+    UnsupportedUrl,
+    #[error("stored heads of document {0} are corrupt")]
+    CorruptHeads(DocumentId),
+}
+
+/// What the store holds for one document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredDoc {
+    pub snapshot: Option<Vec<u8>>,
+    /// Change chunks appended since the snapshot, in append order.
+    pub changes: Vec<StoredChange>,
+    pub heads: Vec<ChangeHash>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    pub hash: ChangeHash,
+    pub data: Vec<u8>,
+}
+
+impl StoredDoc {
+    /// Snapshot and chunks as one byte string that `Automerge::load` (and the `load_incremental`
+    /// of any peer) accepts.
+    pub fn concatenated(&self) -> Vec<u8> {
+        let len = self.snapshot.as_ref().map_or(0, Vec::len)
+            + self.changes.iter().map(|c| c.data.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        if let Some(s) = &self.snapshot {
+            out.extend_from_slice(s);
+        }
+        for c in &self.changes {
+            out.extend_from_slice(&c.data);
+        }
+        out
+    }
+}
+
+/// The storage backend, chosen by configuration.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+impl Store {
+    /// `database_url` selects PostgreSQL (`postgres://…`) or an explicit SQLite file
+    /// (`sqlite:…`); without one the store is `taskflow.sqlite3` in `data_dir`. Runs migrations.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Store::Postgres(postgres::PgStore::connect(url).await?))
+            }
+            Some(url) if url.starts_with("sqlite:") => {
+                Ok(Store::Sqlite(sqlite::SqliteStore::connect_url(url).await?))
+            }
+            Some(_) => Err(StoreError::UnsupportedUrl),
+            None => {
+                tokio::fs::create_dir_all(data_dir).await?;
+                let path = data_dir.join("taskflow.sqlite3");
+                Ok(Store::Sqlite(sqlite::SqliteStore::connect_file(&path).await?))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// This server's storage id, created on first use. Clients key the sync state they keep
+    /// for this server by it, so it must survive restarts.
+    pub async fn storage_id(&self) -> Result<String, StoreError> {
+        let fresh = uuid::Uuid::new_v4().to_string();
+        match self {
+            Store::Sqlite(s) => s.meta_get_or_insert("storage_id", &fresh).await,
+            Store::Postgres(s) => s.meta_get_or_insert("storage_id", &fresh).await,
+        }
+    }
+
+    pub async fn load(&self, id: &DocumentId) -> Result<Option<StoredDoc>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.load(id).await,
+            Store::Postgres(s) => s.load(id).await,
+        }
+    }
+
+    /// Appends change chunks (those already stored are skipped) and records the document's heads,
+    /// creating the document on its first append. Returns once committed.
+    pub async fn append(
+        &self,
+        id: &DocumentId,
+        changes: &[StoredChange],
+        heads: &[ChangeHash],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.append(id, changes, heads, now_ms).await,
+            Store::Postgres(s) => s.append(id, changes, heads, now_ms).await,
+        }
+    }
+
+    /// Replaces the snapshot with `snapshot` (which holds every change up to `heads`) and deletes
+    /// the chunks named in `folded`, atomically.
+    pub async fn compact(
+        &self,
+        id: &DocumentId,
+        snapshot: &[u8],
+        heads: &[ChangeHash],
+        folded: &[ChangeHash],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.compact(id, snapshot, heads, folded, now_ms).await,
+            Store::Postgres(s) => s.compact(id, snapshot, heads, folded, now_ms).await,
+        }
+    }
+
+    pub async fn document_count(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.document_count().await,
+            Store::Postgres(s) => s.document_count().await,
+        }
+    }
+
+    /// Number of change chunks stored for a document (not yet folded into its snapshot).
+    pub async fn change_count(&self, id: &DocumentId) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.change_count(id).await,
+            Store::Postgres(s) => s.change_count(id).await,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn decode_heads(id: &DocumentId, bytes: &[u8]) -> Result<Vec<ChangeHash>, StoreError> {
+    if bytes.len() % 32 != 0 {
+        return Err(StoreError::CorruptHeads(*id));
+    }
+    bytes
+        .chunks_exact(32)
+        .map(|c| ChangeHash::try_from(c).map_err(|_| StoreError::CorruptHeads(*id)))
+        .collect()
+}
+
+fn decode_hash(id: &DocumentId, bytes: &[u8]) -> Result<ChangeHash, StoreError> {
+    ChangeHash::try_from(bytes).map_err(|_| StoreError::CorruptHeads(*id))
+}

@@ -1,0 +1,178 @@
+//! The SQLite backend: the embedded default, one file in the data directory.
+//!
+//! WAL mode with `synchronous = FULL`, so a commit has reached the disk before `append` returns
+//! (the durability rule depends on it). Writes are serialised by SQLite; a handful of pooled
+//! connections lets reads proceed beside them.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use automerge::ChangeHash;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use taskflow_proto::DocumentId;
+
+use super::{decode_hash, decode_heads, encode_heads, StoreError, StoredChange, StoredDoc};
+
+/// How long a writer waits for SQLite's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: u32 = 4;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect_file(path: &Path) -> Result<Self, StoreError> {
+        Self::connect(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    pub async fn connect_url(url: &str) -> Result<Self, StoreError> {
+        Self::connect(SqliteConnectOptions::from_str(url)?).await
+    }
+
+    async fn connect(options: SqliteConnectOptions) -> Result<Self, StoreError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query("INSERT INTO server_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM server_meta WHERE key = ?1")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn load(&self, id: &DocumentId) -> Result<Option<StoredDoc>, StoreError> {
+        let key = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let Some(doc) = sqlx::query("SELECT snapshot, heads FROM documents WHERE id = ?1")
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rows = sqlx::query("SELECT hash, data FROM changes WHERE document_id = ?1 ORDER BY seq")
+            .bind(&key)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let changes = rows
+            .iter()
+            .map(|r| {
+                Ok(StoredChange {
+                    hash: decode_hash(id, r.get::<&[u8], _>(0))?,
+                    data: r.get(1),
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(StoredDoc {
+            snapshot: doc.get(0),
+            heads: decode_heads(id, doc.get::<&[u8], _>(1))?,
+            changes,
+        }))
+    }
+
+    pub async fn append(
+        &self,
+        id: &DocumentId,
+        changes: &[StoredChange],
+        heads: &[ChangeHash],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let key = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO documents (id, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at",
+        )
+        .bind(&key)
+        .bind(encode_heads(heads))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        for change in changes {
+            sqlx::query(
+                "INSERT INTO changes (document_id, hash, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (document_id, hash) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(&change.hash.0[..])
+            .bind(&change.data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn compact(
+        &self,
+        id: &DocumentId,
+        snapshot: &[u8],
+        heads: &[ChangeHash],
+        folded: &[ChangeHash],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let key = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO documents (id, snapshot, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, heads = excluded.heads,
+                                            updated_at = excluded.updated_at",
+        )
+        .bind(&key)
+        .bind(snapshot)
+        .bind(encode_heads(heads))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        for hash in folded {
+            sqlx::query("DELETE FROM changes WHERE document_id = ?1 AND hash = ?2")
+                .bind(&key)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn document_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    pub async fn change_count(&self, id: &DocumentId) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM changes WHERE document_id = ?1")
+            .bind(id.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
