@@ -27,6 +27,8 @@ struct PeerSync {
     /// We answered this peer's empty heads with the whole document; until it says it has
     /// heads, its messages predate that answer and need no reply.
     sent_whole_doc: bool,
+    /// The peer reads v2 sync messages (the whole-document form).
+    supports_v2: bool,
 }
 
 pub struct DocState {
@@ -120,6 +122,7 @@ impl DocState {
             link,
             state: sync::State::new(),
             sent_whole_doc: false,
+            supports_v2: false,
         });
     }
 
@@ -133,7 +136,18 @@ impl DocState {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
         };
-        self.doc.receive_sync_message(&mut peer.state, message)
+        self.doc.receive_sync_message(&mut peer.state, message)?;
+        // Automerge re-sends the whole document whenever the changes due exceed a third of the
+        // document's change count — often right after a fresh fetch of a board made of few
+        // large changes. We send whole documents ourselves (from the stored bytes, once), so
+        // automerge is told the peer speaks v1 only and always sends increments.
+        if let Some(capabilities) = peer.state.their_capabilities.as_mut() {
+            if capabilities.contains(&sync::Capability::MessageV2) {
+                peer.supports_v2 = true;
+                capabilities.retain(|c| c != &sync::Capability::MessageV2);
+            }
+        }
+        Ok(())
     }
 
     /// Records that this peer was sent [`whole_doc_message`] of the current stored form.
@@ -187,13 +201,7 @@ impl DocState {
             if their_heads_empty && peer.sent_whole_doc {
                 continue;
             }
-            let fresh_v2 = their_heads_empty
-                && peer
-                    .state
-                    .their_capabilities
-                    .as_ref()
-                    .is_some_and(|c| c.contains(&sync::Capability::MessageV2));
-            if fresh_v2 && !self.stored.heads.is_empty() {
+            if their_heads_empty && peer.supports_v2 && !self.stored.heads.is_empty() {
                 out.push((peer.link.clone(), whole_doc_message(&self.stored)));
                 peer.sent_whole_doc = true;
                 peer.state.last_sent_heads = self.stored.heads.clone();
@@ -353,7 +361,7 @@ mod tests {
         assert!(server.is_persisted());
         let (l, _rx) = link(1);
         server.attach(l);
-        let mut client = board_with_tasks(1);
+        let client = board_with_tasks(1);
         let mut state = sync::State::new();
         let m = client.generate_sync_message(&mut state).expect("announce");
         server.receive(1, m).expect("receive");

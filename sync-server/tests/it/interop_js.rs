@@ -1,0 +1,84 @@
+//! Interop with the real `@automerge/automerge-repo` 2.5.6 JS client through our server.
+//! The Node side is `tests/js/peer.mjs` (dependencies installed by `scripts/js-deps.sh`).
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use taskflow_proto::board::Board;
+use taskflow_proto::AutomergeUrl;
+use taskflow_testkit::Peer;
+
+use crate::support::{add_task, task_titles, Backend, TestDb, TestServer};
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+async fn node(args: &[&str]) -> Output {
+    assert!(
+        js_dir().join("node_modules").exists(),
+        "JS dependencies missing: run scripts/js-deps.sh (the test script does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg("peer.mjs")
+        .args(args)
+        .current_dir(js_dir())
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "node peer.mjs {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with('{')).expect("a JSON line");
+    serde_json::from_str(line).expect("valid JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_js_clients_sync_and_relay_ephemeral_messages_through_our_server() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let out = json(&node(&["two-clients", &server.url()]).await);
+    assert_eq!(out["ok"], true, "{out}");
+
+    let created = json(&node(&["create-board", &server.url(), "Relay"]).await);
+    let url = created["url"].as_str().expect("url");
+    node(&["ephemeral-relay", &server.url(), url]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_and_rust_peers_see_each_others_edits() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+
+    let created = json(&node(&["create-board", &server.url(), "Shared"]).await);
+    let url = created["url"].as_str().expect("url").to_owned();
+    let id = AutomergeUrl::parse(&url).expect("automerge url").document_id;
+
+    let mut rust = Peer::connect(&server.url(), "rust-peer").await.expect("join");
+    rust.request(id).await.expect("request");
+    rust.until_doc(id, |d| Board::read(d).is_ok_and(|b| b.name == "Shared"))
+        .await
+        .expect("the Rust peer reads the JS-made board");
+
+    rust.edit(id, |d| add_task(d, "from rust")).await.expect("edit");
+    rust.until_server_has(id).await.expect("stored");
+    let seen = json(&node(&["wait-task", &server.url(), &url, "from rust"]).await);
+    assert!(seen.to_string().contains("from rust"));
+
+    node(&["add-task", &server.url(), &url, "js-task", "from js"]).await;
+    rust.until_doc(id, |d| task_titles(d).contains(&"from js".to_owned()))
+        .await
+        .expect("the Rust peer sees the JS edit live");
+    let board = Board::read(rust.doc(id)).expect("still a valid board");
+    assert_eq!(board.tasks.len(), 2);
+    server.stop().await;
+}

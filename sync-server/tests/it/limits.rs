@@ -1,0 +1,86 @@
+//! Limits answer with clear errors: frame size, documents per connection, slow readers.
+
+use std::time::Duration;
+
+use taskflow_proto::wire::Message;
+use taskflow_proto::PeerId;
+use taskflow_testkit::{Event, Peer};
+
+use crate::support::{board, Backend, TestDb, TestServer};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_is_refused() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.max_frame_bytes = 4096;
+    let server = TestServer::start(config).await;
+    let mut peer = Peer::connect(&server.url(), "big").await.expect("join");
+    peer.send_raw(vec![0u8; 10_000]).await.expect("send");
+    let (error, code) = peer.expect_error_and_close().await.expect("error then close");
+    assert!(error.contains("4096 byte limit"), "{error}");
+    assert_eq!(code, Some(1009));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_opens_at_most_the_configured_documents() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.max_docs_per_connection = 2;
+    let server = TestServer::start(config).await;
+    let mut peer = Peer::connect(&server.url(), "greedy").await.expect("join");
+    for n in 0..2 {
+        let id = peer.create(board(&format!("b{n}"), 0)).await.expect("create");
+        peer.until_server_has(id).await.expect("within the limit");
+    }
+    peer.create(board("one too many", 0)).await.expect("send");
+    let (error, code) = peer.expect_error_and_close().await.expect("error then close");
+    assert!(error.contains("too many open documents"), "{error}");
+    assert_eq!(code, Some(1008));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_disconnected_not_buffered() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.send_queue = 8;
+    let server = TestServer::start(config).await;
+
+    let mut talker = Peer::connect(&server.url(), "talker").await.expect("join");
+    let id = talker.create(board("Chatty", 0)).await.expect("create");
+    talker.until_server_has(id).await.expect("stored");
+    let mut sleeper = Peer::connect(&server.url(), "sleeper").await.expect("join");
+    sleeper.request(id).await.expect("request");
+    sleeper.until_server_has(id).await.expect("synced");
+
+    // The sleeper stops reading; the talker floods presence updates at it.
+    let payload = vec![7u8; 64 * 1024];
+    for count in 1..=400u64 {
+        let message = Message::Ephemeral {
+            sender_id: PeerId::new("talker"),
+            target_id: PeerId::new("server"),
+            document_id: id,
+            session_id: "flood".into(),
+            count,
+            data: payload.clone(),
+        };
+        talker.send(&message).await.expect("send");
+    }
+    talker.until_server_has(id).await.expect("the talker is served throughout");
+
+    // When the sleeper reads again it finds what fit in the queue, then the reason it was cut off.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while sleeper.next_message(Duration::from_secs(10)).await.expect("read").is_some() {}
+    })
+    .await
+    .expect("the sleeper's connection ends");
+    let relayed = sleeper.events.iter().filter(|e| matches!(e, Event::Ephemeral { .. })).count();
+    assert!(relayed < 400, "not everything was buffered for it ({relayed})");
+    assert!(
+        sleeper.events.iter().any(|e| matches!(e, Event::Closed { code: Some(1013), .. })),
+        "closed with try-again-later: {:?}",
+        sleeper.events.last()
+    );
+    server.stop().await;
+}

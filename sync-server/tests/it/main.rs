@@ -1,0 +1,9 @@
+//! Integration tests of the sync server, on both storage backends, with real peers.
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod interop_js;
+mod limits;
+mod sync;

@@ -1,0 +1,225 @@
+//! Shared helpers: test databases (SQLite and PostgreSQL), in-process and subprocess servers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::AutoCommit;
+use taskflow_proto::board::ops::{self, NewTask};
+use taskflow_sync_server::server::Shared;
+use taskflow_sync_server::store::Store;
+use taskflow_sync_server::{Config, Server};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// Where the tests find PostgreSQL (scripts/services.sh makes sure one answers here).
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares `mod $name { sqlite, postgres }` running `$name(Backend)` on each backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use crate::support::Backend;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+pub(crate) use on_both_backends;
+
+/// A fresh, empty database for one test.
+pub struct TestDb {
+    pub dir: TempDir,
+    pub database_url: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(create_pg_database().await),
+        };
+        TestDb {
+            dir,
+            database_url,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = Config::for_data_dir(self.dir.path());
+        config.database_url = self.database_url.clone();
+        config
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+async fn create_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("TASKFLOW_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (run scripts/services.sh): {e}"));
+    let name = format!("taskflow_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').expect("admin url has a database").0;
+    format!("{base}/{name}")
+}
+
+/// A server running inside the test process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let server = Server::open(&config).await.expect("server opens");
+        let shared = server.shared().clone();
+        let store = server.store().clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            shared,
+            store,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/api/v1/sync", self.addr)
+    }
+
+    /// Graceful stop; returns once the server has finished.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("server task").expect("server ran cleanly");
+    }
+}
+
+/// The real `taskflow-server` binary in a child process (for kill -9 and signals).
+pub struct ServerProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ServerProcess {
+    pub async fn start(db: &TestDb) -> ServerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow-server"));
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(db.data_dir())
+            .env_remove("DATABASE_URL")
+            .env("TASKFLOW_LOG", "warn")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(url) = &db.database_url {
+            command.arg("--database-url").arg(url);
+        }
+        let mut child = command.spawn().expect("server binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.parse().expect("address");
+                }
+            }
+            panic!("server exited before listening");
+        })
+        .await
+        .expect("server listens in time");
+        ServerProcess { addr, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/api/v1/sync", self.addr)
+    }
+
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reaped");
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await
+            .expect("kill -TERM");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("exit status")
+    }
+}
+
+/// A board document with `tasks` tasks titled "task 0", "task 1", ….
+pub fn board(name: &str, tasks: usize) -> AutoCommit {
+    let mut doc = AutoCommit::new();
+    ops::create_board(&mut doc, name).expect("create board");
+    for i in 0..tasks {
+        ops::add_task(&mut doc, NewTask::titled(format!("task {i}"), "ann"), 1).expect("add task");
+    }
+    doc.commit();
+    doc
+}
+
+pub fn add_task(doc: &mut impl automerge::transaction::Transactable, title: &str) {
+    ops::add_task(doc, NewTask::titled(title, "ann"), 2).expect("add task");
+}
+
+pub fn task_titles(doc: &automerge::Automerge) -> Vec<String> {
+    match taskflow_proto::board::Board::read(doc) {
+        Ok(board) => {
+            let mut titles: Vec<String> = board.tasks.values().map(|t| t.title.clone()).collect();
+            titles.sort();
+            titles
+        }
+        Err(_) => Vec::new(),
+    }
+}
