@@ -1,1 +1,499 @@
-fn main() {}
+//! `taskflow-bench`: measures a sync server from the outside, over loopback, with Rust peers.
+//!
+//! It starts the server under test as a child process — ours (`taskflow-server`) or the
+//! automerge-repo 2.5.6 reference server (`sync-server/tests/js/ref-server.mjs`) — so CPU time
+//! and RSS are the server's own (read from `/proc`), then runs bounded scenarios against it and
+//! prints one line per measurement. Every scenario has a fixed size and a timeout.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT, ReadDoc, ScalarValue};
+use clap::{Parser, ValueEnum};
+use taskflow_proto::DocumentId;
+use taskflow_proto::board::OrderKey;
+use taskflow_proto::board::ops::{self, NewTask, Position};
+use taskflow_testkit::Peer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// Our server (the release binary next to this one, or --server-bin).
+    Ours,
+    /// The automerge-repo JS reference server (node + tests/js/ref-server.mjs).
+    Js,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    All,
+    BigBoard,
+    ManyBoards,
+    Editing,
+    ManyDocs,
+}
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, value_enum, default_value = "ours")]
+    target: Target,
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// Tasks in the big board.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Boards loaded at once for the memory measurement.
+    #[arg(long, default_value_t = 100)]
+    boards: usize,
+    /// Documents created then fetched.
+    #[arg(long, default_value_t = 10_000)]
+    docs: usize,
+    /// Path of taskflow-server (default: beside this binary).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// The server under test, in its own process.
+struct ServerUnderTest {
+    target: Target,
+    child: Child,
+    url: String,
+    dir: PathBuf,
+    server_bin: PathBuf,
+}
+
+impl ServerUnderTest {
+    async fn start(target: Target, dir: &Path, server_bin: &Path) -> anyhow::Result<Self> {
+        let mut command = match target {
+            Target::Ours => {
+                let mut c = Command::new(server_bin);
+                c.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
+                c.env("TASKFLOW_LOG", "warn").env_remove("DATABASE_URL");
+                c
+            }
+            Target::Js => {
+                let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sync-server/tests/js");
+                let mut c = Command::new("node");
+                c.current_dir(js).arg("ref-server.mjs").arg("0").arg(dir);
+                c
+            }
+        };
+        let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await? {
+                // ours: "listening on 127.0.0.1:PORT"; JS: "listening PORT"
+                if let Some(rest) = line.strip_prefix("listening") {
+                    let port = rest
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    return Ok::<_, anyhow::Error>(port);
+                }
+            }
+            bail!("server exited before listening")
+        })
+        .await
+        .context("server start timed out")??;
+        let path = if target == Target::Ours {
+            "/api/v1/sync"
+        } else {
+            ""
+        };
+        Ok(Self {
+            target,
+            child,
+            url: format!("ws://127.0.0.1:{port}{path}"),
+            dir: dir.to_owned(),
+            server_bin: server_bin.to_owned(),
+        })
+    }
+
+    /// Graceful stop (SIGTERM), then a fresh process on the same storage.
+    async fn restart(mut self) -> anyhow::Result<Self> {
+        let pid = self.child.id().ok_or_else(|| anyhow!("not running"))?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
+        Self::start(self.target, &self.dir, &self.server_bin).await
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// Server CPU seconds (user + system) so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    }
+
+    /// Resident set size in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // USER_HZ is 100 on every Linux this runs on.
+    100.0
+}
+
+fn report(target: Target, metric: &str, value: String) {
+    println!("{target:?}\t{metric}\t{value}");
+}
+
+/// A board with `tasks` tasks, built locally with precomputed order keys.
+fn big_board(tasks: usize) -> AutoCommit {
+    let mut doc = AutoCommit::new();
+    ops::create_board(&mut doc, "Big board").expect("board");
+    let mut key: Option<OrderKey> = None;
+    for i in 0..tasks {
+        let next = OrderKey::between(key.as_ref(), None).expect("open range");
+        let mut task = NewTask::titled(format!("Task number {i} with a realistic title"), "bench");
+        task.description = "Some description text for the task.".into();
+        task.position = Position::AtKey(next.clone());
+        ops::add_task(&mut doc, task, 1_764_000_000_000 + i as i64).expect("task");
+        key = Some(next);
+        if i % 100 == 99 {
+            doc.commit();
+        }
+    }
+    doc.commit();
+    doc
+}
+
+/// Time from sending a `request` to the first sync reply, and to holding the whole document.
+async fn fetch(url: &str, id: DocumentId, name: &str) -> anyhow::Result<(Duration, Duration)> {
+    let mut peer = Peer::connect(url, name).await?;
+    let start = Instant::now();
+    peer.request(id).await?;
+    let mut first = None;
+    peer.run_until(Duration::from_secs(120), |p| {
+        if first.is_none() && p.received_sizes.get(&id).is_some_and(|s| !s.is_empty()) {
+            first = Some(start.elapsed());
+        }
+        p.doc(id).get_heads().len() > 0 && p.replicas[&id].server_heads == sorted_heads(p, id)
+    })
+    .await?;
+    let total = start.elapsed();
+    peer.close().await?;
+    Ok((first.unwrap_or(total), total))
+}
+
+fn sorted_heads(p: &Peer, id: DocumentId) -> Vec<automerge::ChangeHash> {
+    let mut heads = p.doc(id).get_heads();
+    heads.sort();
+    heads
+}
+
+async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result<()> {
+    let t = args.target;
+    let mut server = ServerUnderTest::start(t, dir, bin).await?;
+    let mut board = big_board(args.tasks);
+    let size = board.save().len();
+    report(
+        t,
+        "big board size",
+        format!("{} tasks, {size} bytes", args.tasks),
+    );
+    let mut owner = Peer::connect(&server.url, "owner").await?;
+    let id = owner.create(board).await?;
+    owner
+        .until_server_has_all(&[id], Duration::from_secs(300))
+        .await?;
+    owner.close().await?;
+
+    let (first, total) = fetch(&server.url, id, "fresh-mem").await?;
+    report(
+        t,
+        "fresh fetch, in memory: first reply",
+        format!("{:.1} ms", ms(first)),
+    );
+    report(
+        t,
+        "fresh fetch, in memory: complete",
+        format!("{:.1} ms", ms(total)),
+    );
+    report(
+        t,
+        "RSS with the board loaded",
+        format!("{:.1} MiB", server.rss_mib()),
+    );
+
+    server = server.restart().await?;
+    let (first, total) = fetch(&server.url, id, "fresh-disk").await?;
+    report(
+        t,
+        "fresh fetch, from storage after restart: first reply",
+        format!("{:.1} ms", ms(first)),
+    );
+    report(
+        t,
+        "fresh fetch, from storage after restart: complete",
+        format!("{:.1} ms", ms(total)),
+    );
+    Ok(())
+}
+
+async fn many_boards_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result<()> {
+    let t = args.target;
+    let mut server = ServerUnderTest::start(t, dir, bin).await?;
+    let board = big_board(args.tasks);
+    let mut owner = Peer::connect(&server.url, "owner").await?;
+    let mut ids = Vec::new();
+    for _ in 0..args.boards {
+        ids.push(owner.create(board.clone()).await?);
+        owner
+            .until_server_has_all(&ids[ids.len() - 1..], Duration::from_secs(300))
+            .await?;
+    }
+    owner.close().await?;
+    server = server.restart().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    report(
+        t,
+        "RSS idle after restart",
+        format!("{:.1} MiB", server.rss_mib()),
+    );
+    let mut reader = Peer::connect(&server.url, "reader").await?;
+    reader.request(ids[0]).await?;
+    reader
+        .until_server_has_all(&ids[..1], Duration::from_secs(300))
+        .await?;
+    report(
+        t,
+        "RSS with 1 board loaded",
+        format!("{:.1} MiB", server.rss_mib()),
+    );
+    for &id in &ids[1..] {
+        reader.request(id).await?;
+    }
+    reader
+        .until_server_has_all(&ids, Duration::from_secs(600))
+        .await?;
+    report(
+        t,
+        &format!("RSS with {} boards loaded", ids.len()),
+        format!("{:.1} MiB", server.rss_mib()),
+    );
+    Ok(())
+}
+
+/// `peers` peers on one board; each in turn sets a counter; everyone waits to see it.
+async fn editing_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result<()> {
+    let t = args.target;
+    for peers in [2usize, 10, 50] {
+        let server = ServerUnderTest::start(t, dir, bin).await?;
+        let mut owner = Peer::connect(&server.url, "owner").await?;
+        let id = owner.create(big_board(20)).await?;
+        owner
+            .until_server_has_all(&[id], Duration::from_secs(60))
+            .await?;
+        owner.close().await?;
+
+        let mut all = Vec::new();
+        for n in 0..peers {
+            let mut p = Peer::connect(&server.url, &format!("peer-{n}")).await?;
+            p.request(id).await?;
+            p.until_server_has_all(&[id], Duration::from_secs(60))
+                .await?;
+            all.push(p);
+        }
+        // One edit every 200 ms per peer in rotation (5 edits/s overall), for a fixed count.
+        let edits = 100usize;
+        let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; edits + 1]));
+        let latencies: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+        let cpu_before = server.cpu_seconds();
+        let mut tasks = Vec::new();
+        for (n, mut p) in all.into_iter().enumerate() {
+            let sent = sent.clone();
+            let latencies = latencies.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seen = 0i64;
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let tick = tokio::time::interval(Duration::from_millis(200));
+                tokio::pin!(tick);
+                let mut round = 0usize;
+                while (seen as usize) < edits && Instant::now() < deadline {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            round += 1;
+                            let counter = round;
+                            // Peer n edits on its turn; the counter names the edit.
+                            if counter <= edits && (counter - 1) % peers == n && seen as usize == counter - 1 {
+                                sent.lock().expect("lock")[counter] = Some(Instant::now());
+                                p.edit(id, |tx| { tx.put(ROOT, "counter", counter as i64).expect("put"); }).await?;
+                            }
+                        }
+                        message = p.next_message(Duration::from_secs(30)) => {
+                            let Some(message) = message? else { bail!("closed") };
+                            p.absorb(message).await?;
+                            let value = match p.doc(id).get(ROOT, "counter")? {
+                                Some((automerge::Value::Scalar(s), _)) => match s.as_ref() {
+                                    ScalarValue::Int(v) => *v,
+                                    _ => 0,
+                                },
+                                _ => 0,
+                            };
+                            while seen < value {
+                                seen += 1;
+                                let own_edit = (seen as usize - 1) % peers == n;
+                                if let (false, Some(at)) = (own_edit, sent.lock().expect("lock")[seen as usize]) {
+                                    latencies.lock().expect("lock").push(at.elapsed());
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let cpu = server.cpu_seconds() - cpu_before;
+        let mut l = latencies.lock().expect("lock").clone();
+        l.sort();
+        let pct = |q: f64| {
+            l.get(((l.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        report(
+            t,
+            &format!("propagation latency, {peers} peers (p50 / p99)"),
+            format!(
+                "{:.1} / {:.1} ms ({} samples)",
+                ms(pct(0.5)),
+                ms(pct(0.99)),
+                l.len()
+            ),
+        );
+        report(
+            t,
+            &format!("server CPU per inbound change, {peers} peers"),
+            format!(
+                "{:.2} ms ({edits} changes, {:.2} s CPU)",
+                cpu * 1000.0 / edits as f64,
+                cpu
+            ),
+        );
+    }
+    Ok(())
+}
+
+async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result<()> {
+    let t = args.target;
+    let server = ServerUnderTest::start(t, dir, bin).await?;
+    let mut template = big_board(1);
+    let mut creator = Peer::connect(&server.url, "creator").await?;
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..args.docs {
+        let mut doc = template.fork();
+        doc.put(ROOT, "name", "Small board").expect("put");
+        ids.push(creator.create(doc).await?);
+    }
+    creator
+        .until_server_has_all(&ids, Duration::from_secs(900))
+        .await?;
+    report(
+        t,
+        &format!("{} documents created", args.docs),
+        format!("{:.2} s", start.elapsed().as_secs_f64()),
+    );
+    creator.close().await?;
+
+    let mut reader = Peer::connect(&server.url, "reader").await?;
+    let start = Instant::now();
+    for &id in &ids {
+        reader.request(id).await?;
+    }
+    reader
+        .until_server_has_all(&ids, Duration::from_secs(900))
+        .await?;
+    report(
+        t,
+        &format!("{} documents fetched by a fresh peer", args.docs),
+        format!(
+            "{:.2} s, server RSS {:.1} MiB",
+            start.elapsed().as_secs_f64(),
+            server.rss_mib()
+        ),
+    );
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match &args.server_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("taskflow-server"),
+    };
+    let run = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
+    let fresh_dir = || tempfile_dir(args.target);
+    if run(Scenario::BigBoard) {
+        big_board_scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    if run(Scenario::Editing) {
+        editing_scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    if run(Scenario::ManyBoards) {
+        many_boards_scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    if run(Scenario::ManyDocs) {
+        many_docs_scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    Ok(())
+}
+
+fn tempfile_dir(target: Target) -> anyhow::Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("taskflow-bench-{target:?}-{}", std::process::id()));
+    let dir = dir.join(format!(
+        "{}",
+        Instant::now().elapsed().as_nanos() ^ rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn rand_suffix() -> u128 {
+    DocumentId::random()
+        .as_bytes()
+        .iter()
+        .fold(0u128, |a, b| (a << 8) | u128::from(*b))
+}

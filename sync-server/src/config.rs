@@ -32,7 +32,11 @@ pub struct Config {
     pub max_frame_bytes: usize,
 
     /// Most documents one connection may open.
-    #[arg(long, env = "TASKFLOW_MAX_DOCS_PER_CONNECTION", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "TASKFLOW_MAX_DOCS_PER_CONNECTION",
+        default_value_t = 10_000
+    )]
     pub max_docs_per_connection: usize,
 
     /// Outgoing messages queued per connection before a slow reader is disconnected.

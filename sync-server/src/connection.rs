@@ -12,13 +12,13 @@ use automerge::sync;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use taskflow_proto::wire::{Message, PeerMetadata, PROTOCOL_V1};
+use taskflow_proto::wire::{Message, PROTOCOL_V1, PeerMetadata};
 use taskflow_proto::{DocumentId, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::doc::{DocCommand, Open};
-use crate::link::{close_code, PeerLink};
+use crate::link::{PeerLink, close_code};
 use crate::server::Shared;
 
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
@@ -87,13 +87,20 @@ impl Session {
     async fn on_frame(&mut self, bytes: &[u8]) {
         let message = match Message::decode(bytes) {
             Ok(m) => m,
-            Err(e) => return self.reject(close_code::PROTOCOL_ERROR, format!("undecodable message: {e}")),
+            Err(e) => {
+                return self.reject(
+                    close_code::PROTOCOL_ERROR,
+                    format!("undecodable message: {e}"),
+                );
+            }
         };
         let Some(peer) = self.joined.clone() else {
             return self.on_first_message(message).await;
         };
         match message {
-            Message::Join { .. } => self.reject(close_code::PROTOCOL_ERROR, "already joined".into()),
+            Message::Join { .. } => {
+                self.reject(close_code::PROTOCOL_ERROR, "already joined".into())
+            }
             Message::Request(p) | Message::Sync(p) if p.sender_id != peer => self.reject(
                 close_code::PROTOCOL_ERROR,
                 format!("senderId `{}` is not the joined peer `{peer}`", p.sender_id),
@@ -120,7 +127,10 @@ impl Session {
                     count,
                     data,
                 };
-                self.shared.registry.send(document_id, command, Open::IfRunning).await;
+                self.shared
+                    .registry
+                    .send(document_id, command, Open::IfRunning)
+                    .await;
             }
             Message::Leave { .. } => self.link.close(close_code::NORMAL, None),
             // Remote-heads gossip is not enabled on this server; peers only send it when it is.
@@ -146,9 +156,13 @@ impl Session {
             );
         };
         self.link = self.link.with_peer(sender_id.clone());
-        let supported = supported_protocol_versions.is_none_or(|v| v.iter().any(|v| v == PROTOCOL_V1));
+        let supported =
+            supported_protocol_versions.is_none_or(|v| v.iter().any(|v| v == PROTOCOL_V1));
         if !supported {
-            return self.reject(close_code::PROTOCOL_ERROR, "unsupported protocol version".into());
+            return self.reject(
+                close_code::PROTOCOL_ERROR,
+                "unsupported protocol version".into(),
+            );
         }
         self.shared.register_peer(&self.link);
         self.joined = Some(sender_id.clone());
@@ -189,13 +203,21 @@ impl Session {
             request,
             message,
         };
-        self.shared.registry.send(document_id, command, Open::Start).await;
+        self.shared
+            .registry
+            .send(document_id, command, Open::Start)
+            .await;
     }
 
     async fn end(self) {
         for document_id in &self.docs {
-            let command = DocCommand::Detach { conn: self.link.conn };
-            self.shared.registry.send(*document_id, command, Open::IfRunning).await;
+            let command = DocCommand::Detach {
+                conn: self.link.conn,
+            };
+            self.shared
+                .registry
+                .send(*document_id, command, Open::IfRunning)
+                .await;
         }
         self.shared.unregister_peer(&self.link);
         // Lets the writer finish; a reason given earlier (an error) wins.

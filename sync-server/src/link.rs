@@ -45,7 +45,12 @@ pub struct PeerLink {
 }
 
 impl PeerLink {
-    pub fn new(conn: ConnId, peer_id: PeerId, tx: mpsc::Sender<Vec<u8>>, kill: CancellationToken) -> Self {
+    pub fn new(
+        conn: ConnId,
+        peer_id: PeerId,
+        tx: mpsc::Sender<Vec<u8>>,
+        kill: CancellationToken,
+    ) -> Self {
         Self {
             conn,
             peer_id,
@@ -75,7 +80,10 @@ impl PeerLink {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(peer = %self.peer_id, conn = self.conn, "send queue full; closing the slow peer");
-                self.close(close_code::TRY_AGAIN_LATER, Some("send queue full: the peer reads too slowly".into()));
+                self.close(
+                    close_code::TRY_AGAIN_LATER,
+                    Some("send queue full: the peer reads too slowly".into()),
+                );
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Limits};
 use crate::doc::Registry;
-use crate::link::{close_code, ConnId, PeerLink};
+use crate::link::{ConnId, PeerLink, close_code};
 use crate::store::Store;
 
 /// How long shutdown waits for connections to send their close frames.
@@ -51,13 +51,19 @@ impl Shared {
             .expect("peer directory lock")
             .insert(link.peer_id.clone(), link.clone());
         if let Some(old) = previous.filter(|old| old.conn != link.conn) {
-            old.close(close_code::NORMAL, Some("the same peer joined on another connection".into()));
+            old.close(
+                close_code::NORMAL,
+                Some("the same peer joined on another connection".into()),
+            );
         }
     }
 
     pub fn unregister_peer(&self, link: &PeerLink) {
         let mut peers = self.peers.lock().expect("peer directory lock");
-        if peers.get(&link.peer_id).is_some_and(|l| l.conn == link.conn) {
+        if peers
+            .get(&link.peer_id)
+            .is_some_and(|l| l.conn == link.conn)
+        {
             peers.remove(&link.peer_id);
         }
     }
@@ -110,7 +116,11 @@ impl Server {
 
     /// Serves until `stop` resolves, then stops accepting, closes every socket with 1001, lets
     /// document actors finish their in-flight writes, and closes the store.
-    pub async fn serve(self, listener: TcpListener, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let shutdown = self.shared.shutdown.clone();
         let router = self.router();
         axum::serve(listener, router)
@@ -120,7 +130,10 @@ impl Server {
             })
             .await?;
         self.shared.connections.close();
-        if tokio::time::timeout(CONNECTION_DRAIN, self.shared.connections.wait()).await.is_err() {
+        if tokio::time::timeout(CONNECTION_DRAIN, self.shared.connections.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close in time");
         }
         self.shared.registry.shutdown().await;
@@ -144,7 +157,9 @@ async fn sync_socket(
             return problem(
                 rejection.status(),
                 "WebSocket upgrade required",
-                &format!("{rejection}: connect with a WebSocket client speaking the automerge-repo protocol"),
+                &format!(
+                    "{rejection}: connect with a WebSocket client speaking the automerge-repo protocol"
+                ),
             );
         }
     };
@@ -163,7 +178,12 @@ pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
         status: status.as_u16(),
         detail,
     };
-    (status, [(header::CONTENT_TYPE, "application/problem+json")], Json(body)).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        Json(body),
+    )
+        .into_response()
 }
 
 /// Response bodies, serialised with serde.

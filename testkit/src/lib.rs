@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transaction;
 use automerge::{AutoCommit, Automerge, ChangeHash};
@@ -16,8 +16,8 @@ use futures_util::{SinkExt, StreamExt};
 use taskflow_proto::wire::{Message, PeerMetadata, SyncPayload};
 use taskflow_proto::{DocumentId, PeerId};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Default bound on every wait.
@@ -38,9 +38,17 @@ pub struct Replica {
 /// What the server sent that was not a sync message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Ephemeral { sender: PeerId, session_id: String, count: u64, data: Vec<u8> },
+    Ephemeral {
+        sender: PeerId,
+        session_id: String,
+        count: u64,
+        data: Vec<u8>,
+    },
     Error(String),
-    Closed { code: Option<u16>, reason: String },
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
@@ -71,7 +79,9 @@ impl Peer {
         peer.send(&join).await?;
         match peer.next_message(DEFAULT_TIMEOUT).await? {
             Some(Message::Peer {
-                sender_id, metadata, ..
+                sender_id,
+                metadata,
+                ..
             }) => {
                 peer.server_peer = sender_id;
                 peer.server_storage_id = metadata.and_then(|m| m.storage_id).map(|s| s.to_string());
@@ -128,7 +138,10 @@ impl Peer {
             match frame {
                 None | Some(Err(_)) => {
                     self.closed = true;
-                    self.events.push(Event::Closed { code: None, reason: String::new() });
+                    self.events.push(Event::Closed {
+                        code: None,
+                        reason: String::new(),
+                    });
                     return Ok(None);
                 }
                 Some(Ok(WsMessage::Binary(bytes))) => return Ok(Some(Message::decode(&bytes)?)),
@@ -158,13 +171,17 @@ impl Peer {
             Some(Event::Closed { code, .. }) => *code,
             _ => None,
         };
-        Ok((error.ok_or_else(|| anyhow!("closed without an error message"))?, code))
+        Ok((
+            error.ok_or_else(|| anyhow!("closed without an error message"))?,
+            code,
+        ))
     }
 
     /// Adds a document this peer created locally and announces it to the server.
     pub async fn create(&mut self, mut doc: AutoCommit) -> anyhow::Result<DocumentId> {
         let id = DocumentId::random();
-        self.replicas.insert(id, Replica::new(doc.document().clone()));
+        self.replicas
+            .insert(id, Replica::new(doc.document().clone()));
         self.push(id, false).await?;
         Ok(id)
     }
@@ -176,8 +193,15 @@ impl Peer {
     }
 
     /// Edits a replica and offers the change to the server.
-    pub async fn edit(&mut self, id: DocumentId, edit: impl FnOnce(&mut Transaction<'_>)) -> anyhow::Result<()> {
-        let replica = self.replicas.get_mut(&id).ok_or_else(|| anyhow!("no replica of {id}"))?;
+    pub async fn edit(
+        &mut self,
+        id: DocumentId,
+        edit: impl FnOnce(&mut Transaction<'_>),
+    ) -> anyhow::Result<()> {
+        let replica = self
+            .replicas
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no replica of {id}"))?;
         let mut tx = replica.doc.transaction();
         edit(&mut tx);
         tx.commit();
@@ -186,7 +210,10 @@ impl Peer {
 
     /// Sends this document's next sync message, if the sync protocol has one.
     pub async fn push(&mut self, id: DocumentId, request: bool) -> anyhow::Result<()> {
-        let replica = self.replicas.get_mut(&id).ok_or_else(|| anyhow!("no replica of {id}"))?;
+        let replica = self
+            .replicas
+            .get_mut(&id)
+            .ok_or_else(|| anyhow!("no replica of {id}"))?;
         let Some(message) = replica.doc.generate_sync_message(&mut replica.state) else {
             return Ok(());
         };
@@ -196,7 +223,11 @@ impl Peer {
             document_id: id,
             data: message.encode(),
         };
-        let frame = if request { Message::Request(payload) } else { Message::Sync(payload) };
+        let frame = if request {
+            Message::Request(payload)
+        } else {
+            Message::Sync(payload)
+        };
         // A reply to a server that is gone is not an error of the test: the close is recorded.
         if self.send(&frame).await.is_err() {
             self.closed = true;
@@ -212,10 +243,15 @@ impl Peer {
                     .replicas
                     .entry(p.document_id)
                     .or_insert_with(|| Replica::new(Automerge::new()));
-                self.received_sizes.entry(p.document_id).or_default().push(p.data.len());
+                self.received_sizes
+                    .entry(p.document_id)
+                    .or_default()
+                    .push(p.data.len());
                 let message = sync::Message::decode(&p.data)?;
                 replica.server_heads = message.heads.clone();
-                replica.doc.receive_sync_message(&mut replica.state, message)?;
+                replica
+                    .doc
+                    .receive_sync_message(&mut replica.state, message)?;
                 self.push(p.document_id, false).await?;
             }
             Message::DocUnavailable { document_id, .. } => {
@@ -242,7 +278,11 @@ impl Peer {
     }
 
     /// Processes server messages until `done` holds for this peer, or fails after `timeout`.
-    pub async fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&Peer) -> bool) -> anyhow::Result<()> {
+    pub async fn run_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Peer) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         while !done(self) {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -269,10 +309,53 @@ impl Peer {
         .await
     }
 
+    /// Processes messages until the server has every change of each of `ids` (checking only the
+    /// document each message is about, so it scales to thousands of documents).
+    pub async fn until_server_has_all(
+        &mut self,
+        ids: &[DocumentId],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let mut pending: std::collections::HashSet<DocumentId> = ids.iter().copied().collect();
+        let in_sync = |r: &Replica| {
+            let mut ours = r.doc.get_heads();
+            ours.sort();
+            !ours.is_empty() && r.server_heads == ours
+        };
+        pending.retain(|id| !self.replicas.get(id).is_some_and(in_sync));
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                bail!("{} documents not in sync within {timeout:?}", pending.len());
+            }
+            let Some(message) = self.next_message(left).await? else {
+                bail!("the server closed the connection");
+            };
+            let about = match &message {
+                Message::Sync(p) => Some(p.document_id),
+                _ => None,
+            };
+            self.absorb(message).await?;
+            if let Some(id) = about
+                && self.replicas.get(&id).is_some_and(in_sync)
+            {
+                pending.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
     /// Processes messages until `id`'s replica satisfies `done`.
-    pub async fn until_doc(&mut self, id: DocumentId, mut done: impl FnMut(&Automerge) -> bool) -> anyhow::Result<()> {
-        self.run_until(DEFAULT_TIMEOUT, |p| p.replicas.get(&id).is_some_and(|r| done(&r.doc)))
-            .await
+    pub async fn until_doc(
+        &mut self,
+        id: DocumentId,
+        mut done: impl FnMut(&Automerge) -> bool,
+    ) -> anyhow::Result<()> {
+        self.run_until(DEFAULT_TIMEOUT, |p| {
+            p.replicas.get(&id).is_some_and(|r| done(&r.doc))
+        })
+        .await
     }
 
     /// Processes whatever arrives until nothing has for `quiet`, or the socket closes.

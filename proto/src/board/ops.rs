@@ -277,10 +277,10 @@ fn column_ids<D: ReadDoc>(doc: &D) -> Result<Vec<ColumnId>, SchemaError> {
     };
     let mut ids = Vec::new();
     for index in 0..doc.length(&columns) {
-        if let Some((Value::Object(ObjType::Map), column)) = doc.get(&columns, index)? {
-            if let Some(id) = read_string(doc, &column, "id")? {
-                ids.push(ColumnId(id));
-            }
+        if let Some((Value::Object(ObjType::Map), column)) = doc.get(&columns, index)?
+            && let Some(id) = read_string(doc, &column, "id")?
+        {
+            ids.push(ColumnId(id));
         }
     }
     Ok(ids)

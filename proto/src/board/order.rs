@@ -43,10 +43,10 @@ impl OrderKey {
     /// A key strictly between `before` and `after` (either may be open). `None` when the bounds
     /// are equal or out of order, which happens only with colliding concurrent keys.
     pub fn between(before: Option<&OrderKey>, after: Option<&OrderKey>) -> Option<OrderKey> {
-        if let (Some(b), Some(a)) = (before, after) {
-            if b >= a {
-                return None;
-            }
+        if let (Some(b), Some(a)) = (before, after)
+            && b >= a
+        {
+            return None;
         }
         let low = before.map(|k| digits(&k.0)).unwrap_or_default();
         let high = after.map(|k| digits(&k.0));

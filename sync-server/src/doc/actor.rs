@@ -9,13 +9,13 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::sync;
-use taskflow_proto::wire::{Message, SyncPayload};
 use taskflow_proto::DocumentId;
+use taskflow_proto::wire::{Message, SyncPayload};
 use tokio::sync::mpsc;
 
-use super::state::{is_fresh_v2_request, whole_doc_message, DocState};
+use super::state::{DocState, is_fresh_v2_request, whole_doc_message};
 use super::{DocCommand, Registry};
-use crate::link::{close_code, ConnId, PeerLink};
+use crate::link::{ConnId, PeerLink, close_code};
 
 /// Most commands applied before the batch is persisted and answered.
 const MAX_BATCH: usize = 256;
@@ -43,7 +43,12 @@ fn now_ms() -> i64 {
 }
 
 impl Actor {
-    pub(super) fn new(id: DocumentId, generation: u64, registry: Registry, rx: mpsc::Receiver<DocCommand>) -> Self {
+    pub(super) fn new(
+        id: DocumentId,
+        generation: u64,
+        registry: Registry,
+        rx: mpsc::Receiver<DocCommand>,
+    ) -> Self {
         Self {
             id,
             generation,
@@ -67,13 +72,18 @@ impl Actor {
         while let Ok(command) = self.rx.try_recv() {
             match command {
                 DocCommand::Sync { link, .. } if result.is_err() => {
-                    link.close(close_code::SERVER_ERROR, Some(format!("document {} is unavailable", self.id)));
+                    link.close(
+                        close_code::SERVER_ERROR,
+                        Some(format!("document {} is unavailable", self.id)),
+                    );
                 }
                 DocCommand::Shutdown => {}
                 command if !self.stopping && result.is_ok() => {
                     let registry = self.registry.clone();
                     let id = self.id;
-                    tokio::spawn(async move { registry.send(id, command, super::Open::Start).await });
+                    tokio::spawn(
+                        async move { registry.send(id, command, super::Open::Start).await },
+                    );
                 }
                 _ => {}
             }
@@ -131,11 +141,12 @@ impl Actor {
                 loaded = &mut materialise => break loaded,
                 command = self.rx.recv() => match command {
                     Some(command) => {
-                        if let DocCommand::Sync { link, message, .. } = &command {
-                            if is_fresh_v2_request(message) && !self.answered_early.contains(&link.conn) {
-                                self.send_sync(link, early_reply.clone());
-                                self.answered_early.insert(link.conn);
-                            }
+                        if let DocCommand::Sync { link, message, .. } = &command
+                            && is_fresh_v2_request(message)
+                            && !self.answered_early.contains(&link.conn)
+                        {
+                            self.send_sync(link, early_reply.clone());
+                            self.answered_early.insert(link.conn);
                         }
                         deferred.push(command);
                     }
@@ -184,7 +195,11 @@ impl Actor {
 
     fn handle(&mut self, command: DocCommand, touched: &mut HashSet<ConnId>) {
         match command {
-            DocCommand::Sync { link, request, message } => self.handle_sync(link, request, message, touched),
+            DocCommand::Sync {
+                link,
+                request,
+                message,
+            } => self.handle_sync(link, request, message, touched),
             DocCommand::Ephemeral {
                 from,
                 sender_id,
@@ -220,7 +235,13 @@ impl Actor {
         }
     }
 
-    fn handle_sync(&mut self, link: PeerLink, request: bool, message: sync::Message, touched: &mut HashSet<ConnId>) {
+    fn handle_sync(
+        &mut self,
+        link: PeerLink,
+        request: bool,
+        message: sync::Message,
+        touched: &mut HashSet<ConnId>,
+    ) {
         let known = self.state.as_ref().is_some_and(|s| !s.is_empty());
         if request && !known {
             let unavailable = Message::DocUnavailable {
@@ -239,7 +260,10 @@ impl Actor {
             state.detach(conn);
             link.close(
                 close_code::PROTOCOL_ERROR,
-                Some(format!("invalid sync message for document {}: {e}", self.id)),
+                Some(format!(
+                    "invalid sync message for document {}: {e}",
+                    self.id
+                )),
             );
             return;
         }
@@ -258,7 +282,13 @@ impl Actor {
         let changed = !changes.is_empty();
         if changed {
             let heads = state.heads();
-            if let Err(e) = self.registry.inner.store.append(&self.id, &changes, &heads, now_ms()).await {
+            if let Err(e) = self
+                .registry
+                .inner
+                .store
+                .append(&self.id, &changes, &heads, now_ms())
+                .await
+            {
                 tracing::error!(document = %self.id, error = %e, "storing changes failed");
                 return Err(Fatal);
             }
@@ -338,9 +368,11 @@ impl Actor {
         for link in state.links() {
             link.close(
                 close_code::SERVER_ERROR,
-                Some(format!("document {} is unavailable: storage failed", self.id)),
+                Some(format!(
+                    "document {} is unavailable: storage failed",
+                    self.id
+                )),
             );
         }
     }
 }
-

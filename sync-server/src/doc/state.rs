@@ -141,11 +141,11 @@ impl DocState {
         // document's change count — often right after a fresh fetch of a board made of few
         // large changes. We send whole documents ourselves (from the stored bytes, once), so
         // automerge is told the peer speaks v1 only and always sends increments.
-        if let Some(capabilities) = peer.state.their_capabilities.as_mut() {
-            if capabilities.contains(&sync::Capability::MessageV2) {
-                peer.supports_v2 = true;
-                capabilities.retain(|c| c != &sync::Capability::MessageV2);
-            }
+        if let Some(capabilities) = peer.state.their_capabilities.as_mut()
+            && capabilities.contains(&sync::Capability::MessageV2)
+        {
+            peer.supports_v2 = true;
+            capabilities.retain(|c| c != &sync::Capability::MessageV2);
         }
         Ok(())
     }
@@ -191,7 +191,10 @@ impl DocState {
     /// The sync messages to send now, for the peers in `only` (or all peers). Call only when
     /// [`Self::is_persisted`].
     pub fn outgoing(&mut self, only: Option<&HashSet<ConnId>>) -> Vec<(PeerLink, sync::Message)> {
-        debug_assert!(self.is_persisted(), "durability rule: no heads before they are stored");
+        debug_assert!(
+            self.is_persisted(),
+            "durability rule: no heads before they are stored"
+        );
         let mut out = Vec::new();
         for (conn, peer) in &mut self.peers {
             if only.is_some_and(|set| !set.contains(conn)) {
@@ -237,7 +240,12 @@ impl DocState {
 
     pub fn stored_bytes(&self) -> usize {
         self.stored.snapshot.as_ref().map_or(0, Vec::len)
-            + self.stored.changes.iter().map(|c| c.data.len()).sum::<usize>()
+            + self
+                .stored
+                .changes
+                .iter()
+                .map(|c| c.data.len())
+                .sum::<usize>()
     }
 
     pub fn stored(&self) -> &StoredDoc {
@@ -263,7 +271,15 @@ mod tests {
 
     fn link(conn: ConnId) -> (PeerLink, mpsc::Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::channel(16);
-        (PeerLink::new(conn, PeerId::new(format!("p{conn}")), tx, CancellationToken::new()), rx)
+        (
+            PeerLink::new(
+                conn,
+                PeerId::new(format!("p{conn}")),
+                tx,
+                CancellationToken::new(),
+            ),
+            rx,
+        )
     }
 
     fn board_with_tasks(n: usize) -> Automerge {
@@ -291,7 +307,12 @@ mod tests {
             let (l, rx) = link(conn);
             std::mem::forget(rx);
             server.attach(l);
-            Self { conn, doc, state: sync::State::new(), received: Vec::new() }
+            Self {
+                conn,
+                doc,
+                state: sync::State::new(),
+                received: Vec::new(),
+            }
         }
     }
 
@@ -311,10 +332,15 @@ mod tests {
             server.mark_persisted(changes, heads);
             for (link, m) in server.outgoing(None) {
                 let bytes = m.encode();
-                let c = clients.iter_mut().find(|c| c.conn == link.conn).expect("known client");
+                let c = clients
+                    .iter_mut()
+                    .find(|c| c.conn == link.conn)
+                    .expect("known client");
                 c.received.push(bytes.len());
                 let m = sync::Message::decode(&bytes).expect("decode");
-                c.doc.receive_sync_message(&mut c.state, m).expect("client receives");
+                c.doc
+                    .receive_sync_message(&mut c.state, m)
+                    .expect("client receives");
                 progressed = true;
             }
             if !progressed {
@@ -336,9 +362,20 @@ mod tests {
         let mut server = DocState::load(stored).expect("load");
         let mut clients = vec![Client::new(1, Automerge::new(), &mut server)];
         settle(&mut server, &mut clients);
-        assert_eq!(clients[0].doc.get_heads(), source.get_heads(), "client has the document");
-        assert!(clients[0].received[0] >= bytes.len(), "first reply carries the stored document");
-        let whole_doc_replies = clients[0].received.iter().filter(|&&n| n >= bytes.len()).count();
+        assert_eq!(
+            clients[0].doc.get_heads(),
+            source.get_heads(),
+            "client has the document"
+        );
+        assert!(
+            clients[0].received[0] >= bytes.len(),
+            "first reply carries the stored document"
+        );
+        let whole_doc_replies = clients[0]
+            .received
+            .iter()
+            .filter(|&&n| n >= bytes.len())
+            .count();
         assert_eq!(whole_doc_replies, 1, "{:?}", clients[0].received);
 
         // A second peer (which has the document) edits; the first gets a small increment.
@@ -351,7 +388,11 @@ mod tests {
         settle(&mut server, &mut clients);
         assert_eq!(clients[0].doc.get_heads(), clients[1].doc.get_heads());
         let largest = clients[0].received.iter().copied().max().unwrap_or(0);
-        assert!(largest < 1_000, "incremental after the whole document, got {:?}", clients[0].received);
+        assert!(
+            largest < 1_000,
+            "incremental after the whole document, got {:?}",
+            clients[0].received
+        );
     }
 
     #[test]

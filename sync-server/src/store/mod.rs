@@ -85,7 +85,9 @@ impl Store {
             None => {
                 tokio::fs::create_dir_all(data_dir).await?;
                 let path = data_dir.join("taskflow.sqlite3");
-                Ok(Store::Sqlite(sqlite::SqliteStore::connect_file(&path).await?))
+                Ok(Store::Sqlite(
+                    sqlite::SqliteStore::connect_file(&path).await?,
+                ))
             }
         }
     }
@@ -173,7 +175,7 @@ fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
 }
 
 fn decode_heads(id: &DocumentId, bytes: &[u8]) -> Result<Vec<ChangeHash>, StoreError> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(StoreError::CorruptHeads(*id));
     }
     bytes

@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use taskflow_proto::DocumentId;
 
-use super::{decode_hash, decode_heads, encode_heads, StoreError, StoredChange, StoredDoc};
+use super::{StoreError, StoredChange, StoredDoc, decode_hash, decode_heads, encode_heads};
 
 /// How long a writer waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,11 +49,13 @@ impl SqliteStore {
     }
 
     pub async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query("INSERT INTO server_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO server_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         let row = sqlx::query("SELECT value FROM server_meta WHERE key = ?1")
             .bind(key)
             .fetch_one(&self.pool)
@@ -71,10 +73,11 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT hash, data FROM changes WHERE document_id = ?1 ORDER BY seq")
-            .bind(&key)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT hash, data FROM changes WHERE document_id = ?1 ORDER BY seq")
+                .bind(&key)
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         let changes = rows
             .iter()

@@ -6,7 +6,7 @@ use taskflow_proto::wire::{Message, SyncPayload};
 use taskflow_proto::{DocumentId, PeerId};
 use taskflow_testkit::Peer;
 
-use crate::support::{add_task, board, task_titles, Backend, TestDb, TestServer};
+use crate::support::{Backend, TestDb, TestServer, add_task, board, task_titles};
 
 /// Tiny hand-rolled CBOR for frames our own encoder would never write.
 mod minicbor_free {
@@ -42,21 +42,39 @@ fn sync_frame(document_id: DocumentId, data: Vec<u8>) -> Vec<u8> {
 async fn rejected(frame: Vec<u8>, expect: &str) {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut bystander = Peer::connect(&server.url(), "bystander").await.expect("join");
+    let mut bystander = Peer::connect(&server.url(), "bystander")
+        .await
+        .expect("join");
     let id = bystander.create(board("Safe", 1)).await.expect("create");
     bystander.until_server_has(id).await.expect("stored");
     let stored_before = server.store.document_count().await.expect("count");
 
     let mut mallory = Peer::connect(&server.url(), "mallory").await.expect("join");
     mallory.send_raw(frame).await.expect("send");
-    let (error, code) = mallory.expect_error_and_close().await.expect("error then close");
-    assert!(error.contains(expect), "error {error:?} should mention {expect:?}");
+    let (error, code) = mallory
+        .expect_error_and_close()
+        .await
+        .expect("error then close");
+    assert!(
+        error.contains(expect),
+        "error {error:?} should mention {expect:?}"
+    );
     assert_eq!(code, Some(1002), "protocol error close code");
 
-    bystander.edit(id, |d| add_task(d, "unaffected")).await.expect("edit");
-    bystander.until_server_has(id).await.expect("the bystander still syncs");
+    bystander
+        .edit(id, |d| add_task(d, "unaffected"))
+        .await
+        .expect("edit");
+    bystander
+        .until_server_has(id)
+        .await
+        .expect("the bystander still syncs");
     assert!(task_titles(bystander.doc(id)).contains(&"unaffected".to_owned()));
-    assert_eq!(server.store.document_count().await.expect("count"), stored_before, "nothing stored");
+    assert_eq!(
+        server.store.document_count().await.expect("count"),
+        stored_before,
+        "nothing stored"
+    );
     server.stop().await;
 }
 
@@ -67,7 +85,11 @@ async fn a_frame_that_is_not_cbor() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_message_type() {
-    rejected(cbor_map(&[("type", "gossip"), ("senderId", "mallory")]), "unknown message type").await;
+    rejected(
+        cbor_map(&[("type", "gossip"), ("senderId", "mallory")]),
+        "unknown message type",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,13 +107,22 @@ async fn a_field_of_the_wrong_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparsable_document_id() {
-    let frame = cbor_map(&[("type", "request"), ("senderId", "mallory"), ("documentId", "nope!"), ("targetId", "s")]);
+    let frame = cbor_map(&[
+        ("type", "request"),
+        ("senderId", "mallory"),
+        ("documentId", "nope!"),
+        ("targetId", "s"),
+    ]);
     rejected(frame, "documentId").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_bytes_that_are_not_an_automerge_sync_message() {
-    rejected(sync_frame(DocumentId::random(), vec![0x42, 0xff, 0xff, 0xff]), "invalid automerge sync message").await;
+    rejected(
+        sync_frame(DocumentId::random(), vec![0x42, 0xff, 0xff, 0xff]),
+        "invalid automerge sync message",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +135,11 @@ async fn a_sync_message_carrying_corrupt_changes() {
         flags: None,
         version: sync::MessageVersion::V1,
     };
-    rejected(sync_frame(DocumentId::random(), message.encode()), "invalid sync message").await;
+    rejected(
+        sync_frame(DocumentId::random(), message.encode()),
+        "invalid sync message",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +148,10 @@ async fn a_text_frame() {
     let server = TestServer::start(db.config()).await;
     let mut peer = Peer::connect(&server.url(), "texter").await.expect("join");
     peer.send_text("{\"type\":\"join\"}").await.expect("send");
-    let (error, code) = peer.expect_error_and_close().await.expect("error then close");
+    let (error, code) = peer
+        .expect_error_and_close()
+        .await
+        .expect("error then close");
     assert!(error.contains("binary"), "{error}");
     assert_eq!(code, Some(1003));
     server.stop().await;
@@ -124,19 +162,32 @@ async fn anything_before_join_and_unsupported_versions() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
 
-    let mut early = Peer::connect_raw(&server.url(), "early").await.expect("connect");
-    early.send_raw(sync_frame(DocumentId::random(), vec![0x42, 0, 0, 0, 0])).await.expect("send");
-    let (error, _) = early.expect_error_and_close().await.expect("error then close");
+    let mut early = Peer::connect_raw(&server.url(), "early")
+        .await
+        .expect("connect");
+    early
+        .send_raw(sync_frame(DocumentId::random(), vec![0x42, 0, 0, 0, 0]))
+        .await
+        .expect("send");
+    let (error, _) = early
+        .expect_error_and_close()
+        .await
+        .expect("error then close");
     assert!(error.contains("expected `join`"), "{error}");
 
-    let mut future = Peer::connect_raw(&server.url(), "future").await.expect("connect");
+    let mut future = Peer::connect_raw(&server.url(), "future")
+        .await
+        .expect("connect");
     let join = Message::Join {
         sender_id: PeerId::new("future"),
         metadata: None,
         supported_protocol_versions: Some(vec!["2".into()]),
     };
     future.send(&join).await.expect("send");
-    let (error, _) = future.expect_error_and_close().await.expect("error then close");
+    let (error, _) = future
+        .expect_error_and_close()
+        .await
+        .expect("error then close");
     assert_eq!(error, "unsupported protocol version");
     server.stop().await;
 }

@@ -7,7 +7,9 @@ use automerge::ReadDoc;
 
 use taskflow_testkit::{Event, Peer};
 
-use crate::support::{add_task, board, on_both_backends, task_titles, Backend, ServerProcess, TestDb};
+use crate::support::{
+    Backend, ServerProcess, TestDb, add_task, board, on_both_backends, task_titles,
+};
 
 on_both_backends!(kill_nine_during_a_burst_loses_nothing_acknowledged);
 
@@ -20,27 +22,39 @@ async fn kill_nine_during_a_burst_loses_nothing_acknowledged(backend: Backend) {
 
     // Fire edits without waiting, reading acknowledgements as they come.
     for i in 0..300 {
-        ann.edit(id, |d| add_task(d, &format!("burst {i}"))).await.expect("edit");
+        ann.edit(id, |d| add_task(d, &format!("burst {i}")))
+            .await
+            .expect("edit");
         if i % 10 == 0 {
             ann.drain(Duration::from_millis(1)).await.expect("read");
         }
     }
     // Kill as soon as the server has acknowledged part of the burst.
     ann.run_until(Duration::from_secs(20), |p| {
-        p.replicas[&id].server_heads.iter().any(|h| p.doc(id).get_change_by_hash(h).is_some())
+        p.replicas[&id]
+            .server_heads
+            .iter()
+            .any(|h| p.doc(id).get_change_by_hash(h).is_some())
             && p.received_sizes[&id].len() > 3
     })
     .await
     .expect("some acknowledgements");
     server.kill9().await;
-    ann.drain(Duration::from_millis(100)).await.expect("read what was in flight");
+    ann.drain(Duration::from_millis(100))
+        .await
+        .expect("read what was in flight");
     let acknowledged = ann.replicas[&id].server_heads.clone();
     assert!(!acknowledged.is_empty());
 
     let server = ServerProcess::start(&db).await;
     let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
     fresh.request(id).await.expect("request");
-    fresh.until_doc(id, |d| !task_titles(d).is_empty() || d.get_heads().len() > 1).await.expect("fetched");
+    fresh
+        .until_doc(id, |d| {
+            !task_titles(d).is_empty() || d.get_heads().len() > 1
+        })
+        .await
+        .expect("fetched");
     fresh.until_server_has(id).await.expect("settled");
     let reloaded = fresh.doc(id);
     for head in &acknowledged {
@@ -64,7 +78,13 @@ async fn sigterm_closes_sockets_with_going_away_and_keeps_the_data() {
     assert!(status.success(), "clean exit: {status}");
     ann.drain(Duration::from_secs(2)).await.expect("read");
     assert!(
-        ann.events.iter().any(|e| matches!(e, Event::Closed { code: Some(1001), .. })),
+        ann.events.iter().any(|e| matches!(
+            e,
+            Event::Closed {
+                code: Some(1001),
+                ..
+            }
+        )),
         "closed with 1001: {:?}",
         ann.events
     );
@@ -72,6 +92,9 @@ async fn sigterm_closes_sockets_with_going_away_and_keeps_the_data() {
     let server = ServerProcess::start(&db).await;
     let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
     fresh.request(id).await.expect("request");
-    fresh.until_doc(id, |d| task_titles(d).len() == 2).await.expect("data kept");
+    fresh
+        .until_doc(id, |d| task_titles(d).len() == 2)
+        .await
+        .expect("data kept");
     server.kill9().await;
 }

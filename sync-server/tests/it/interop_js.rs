@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use taskflow_proto::board::Board;
 use taskflow_proto::AutomergeUrl;
+use taskflow_proto::board::Board;
 use taskflow_testkit::Peer;
 
-use crate::support::{add_task, task_titles, Backend, TestDb, TestServer};
+use crate::support::{Backend, TestDb, TestServer, add_task, task_titles};
 
 fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
@@ -37,7 +37,11 @@ async fn node(args: &[&str]) -> Output {
 
 fn json(output: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().rev().find(|l| l.starts_with('{')).expect("a JSON line");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
     serde_json::from_str(line).expect("valid JSON")
 }
 
@@ -61,15 +65,21 @@ async fn js_and_rust_peers_see_each_others_edits() {
 
     let created = json(&node(&["create-board", &server.url(), "Shared"]).await);
     let url = created["url"].as_str().expect("url").to_owned();
-    let id = AutomergeUrl::parse(&url).expect("automerge url").document_id;
+    let id = AutomergeUrl::parse(&url)
+        .expect("automerge url")
+        .document_id;
 
-    let mut rust = Peer::connect(&server.url(), "rust-peer").await.expect("join");
+    let mut rust = Peer::connect(&server.url(), "rust-peer")
+        .await
+        .expect("join");
     rust.request(id).await.expect("request");
     rust.until_doc(id, |d| Board::read(d).is_ok_and(|b| b.name == "Shared"))
         .await
         .expect("the Rust peer reads the JS-made board");
 
-    rust.edit(id, |d| add_task(d, "from rust")).await.expect("edit");
+    rust.edit(id, |d| add_task(d, "from rust"))
+        .await
+        .expect("edit");
     rust.until_server_has(id).await.expect("stored");
     let seen = json(&node(&["wait-task", &server.url(), &url, "from rust"]).await);
     assert!(seen.to_string().contains("from rust"));

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use taskflow_proto::wire::Message;
 use taskflow_proto::PeerId;
+use taskflow_proto::wire::Message;
 use taskflow_testkit::{Event, Peer};
 
-use crate::support::{board, Backend, TestDb, TestServer};
+use crate::support::{Backend, TestDb, TestServer, board};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_frame_is_refused() {
@@ -16,7 +16,10 @@ async fn an_oversized_frame_is_refused() {
     let server = TestServer::start(config).await;
     let mut peer = Peer::connect(&server.url(), "big").await.expect("join");
     peer.send_raw(vec![0u8; 10_000]).await.expect("send");
-    let (error, code) = peer.expect_error_and_close().await.expect("error then close");
+    let (error, code) = peer
+        .expect_error_and_close()
+        .await
+        .expect("error then close");
     assert!(error.contains("4096 byte limit"), "{error}");
     assert_eq!(code, Some(1009));
     server.stop().await;
@@ -30,11 +33,17 @@ async fn one_connection_opens_at_most_the_configured_documents() {
     let server = TestServer::start(config).await;
     let mut peer = Peer::connect(&server.url(), "greedy").await.expect("join");
     for n in 0..2 {
-        let id = peer.create(board(&format!("b{n}"), 0)).await.expect("create");
+        let id = peer
+            .create(board(&format!("b{n}"), 0))
+            .await
+            .expect("create");
         peer.until_server_has(id).await.expect("within the limit");
     }
     peer.create(board("one too many", 0)).await.expect("send");
-    let (error, code) = peer.expect_error_and_close().await.expect("error then close");
+    let (error, code) = peer
+        .expect_error_and_close()
+        .await
+        .expect("error then close");
     assert!(error.contains("too many open documents"), "{error}");
     assert_eq!(code, Some(1008));
     server.stop().await;
@@ -67,18 +76,39 @@ async fn a_peer_that_stops_reading_is_disconnected_not_buffered() {
         };
         talker.send(&message).await.expect("send");
     }
-    talker.until_server_has(id).await.expect("the talker is served throughout");
+    talker
+        .until_server_has(id)
+        .await
+        .expect("the talker is served throughout");
 
     // When the sleeper reads again it finds what fit in the queue, then the reason it was cut off.
     tokio::time::timeout(Duration::from_secs(30), async {
-        while sleeper.next_message(Duration::from_secs(10)).await.expect("read").is_some() {}
+        while sleeper
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("read")
+            .is_some()
+        {}
     })
     .await
     .expect("the sleeper's connection ends");
-    let relayed = sleeper.events.iter().filter(|e| matches!(e, Event::Ephemeral { .. })).count();
-    assert!(relayed < 400, "not everything was buffered for it ({relayed})");
+    let relayed = sleeper
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Ephemeral { .. }))
+        .count();
     assert!(
-        sleeper.events.iter().any(|e| matches!(e, Event::Closed { code: Some(1013), .. })),
+        relayed < 400,
+        "not everything was buffered for it ({relayed})"
+    );
+    assert!(
+        sleeper.events.iter().any(|e| matches!(
+            e,
+            Event::Closed {
+                code: Some(1013),
+                ..
+            }
+        )),
         "closed with try-again-later: {:?}",
         sleeper.events.last()
     );

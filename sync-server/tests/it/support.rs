@@ -61,10 +61,7 @@ impl TestDb {
             Backend::Sqlite => None,
             Backend::Postgres => Some(create_pg_database().await),
         };
-        TestDb {
-            dir,
-            database_url,
-        }
+        TestDb { dir, database_url }
     }
 
     pub fn config(&self) -> Config {
@@ -80,7 +77,8 @@ impl TestDb {
 
 async fn create_pg_database() -> String {
     use sqlx::Connection;
-    let admin = std::env::var("TASKFLOW_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
+    let admin =
+        std::env::var("TASKFLOW_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_ADMIN_URL.into());
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (run scripts/services.sh): {e}"));
@@ -131,7 +129,10 @@ impl TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.expect("server task").expect("server ran cleanly");
+        (&mut self.task)
+            .await
+            .expect("server task")
+            .expect("server ran cleanly");
     }
 }
 

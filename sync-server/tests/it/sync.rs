@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use taskflow_proto::DocumentId;
 use taskflow_proto::board::Board;
 use taskflow_proto::wire::Message;
-use taskflow_proto::DocumentId;
 use taskflow_testkit::{Event, Peer};
 
-use crate::support::{add_task, board, on_both_backends, task_titles, Backend, TestDb, TestServer};
+use crate::support::{Backend, TestDb, TestServer, add_task, board, on_both_backends, task_titles};
 
 on_both_backends!(
     two_peers_sync_a_board,
@@ -18,20 +18,30 @@ on_both_backends!(
 async fn two_peers_sync_a_board(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("ann joins");
+    let mut ann = Peer::connect(&server.url(), "ann")
+        .await
+        .expect("ann joins");
     let mut bo = Peer::connect(&server.url(), "bo").await.expect("bo joins");
 
     let id = ann.create(board("Launch", 1)).await.expect("create");
-    ann.until_server_has(id).await.expect("server stores ann's board");
+    ann.until_server_has(id)
+        .await
+        .expect("server stores ann's board");
 
     bo.request(id).await.expect("request");
-    bo.until_doc(id, |d| task_titles(d) == ["task 0"]).await.expect("bo sees the board");
+    bo.until_doc(id, |d| task_titles(d) == ["task 0"])
+        .await
+        .expect("bo sees the board");
 
-    bo.edit(id, |d| add_task(d, "from bo")).await.expect("bo edits");
+    bo.edit(id, |d| add_task(d, "from bo"))
+        .await
+        .expect("bo edits");
     ann.until_doc(id, |d| task_titles(d).contains(&"from bo".to_owned()))
         .await
         .expect("ann sees bo's task");
-    ann.edit(id, |d| add_task(d, "from ann")).await.expect("ann edits");
+    ann.edit(id, |d| add_task(d, "from ann"))
+        .await
+        .expect("ann edits");
     bo.until_doc(id, |d| task_titles(d).contains(&"from ann".to_owned()))
         .await
         .expect("bo sees ann's task");
@@ -48,7 +58,10 @@ async fn a_restart_reloads_every_document(backend: Backend) {
     let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
     let mut ids = Vec::new();
     for n in 0..5 {
-        let id = ann.create(board(&format!("board {n}"), n + 1)).await.expect("create");
+        let id = ann
+            .create(board(&format!("board {n}"), n + 1))
+            .await
+            .expect("create");
         ids.push(id);
     }
     for &id in &ids {
@@ -82,7 +95,9 @@ async fn compaction_and_eviction_leave_the_document_identical(backend: Backend) 
     let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
     let id = ann.create(board("Busy", 0)).await.expect("create");
     for i in 0..20 {
-        ann.edit(id, |d| add_task(d, &format!("edit {i}"))).await.expect("edit");
+        ann.edit(id, |d| add_task(d, &format!("edit {i}")))
+            .await
+            .expect("edit");
         ann.until_server_has(id).await.expect("stored");
     }
     let chunks = server.store.change_count(&id).await.expect("count");
@@ -100,7 +115,10 @@ async fn compaction_and_eviction_leave_the_document_identical(backend: Backend) 
 
     let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
     fresh.request(id).await.expect("request");
-    fresh.until_doc(id, |d| d.get_heads() == heads).await.expect("reloaded identical");
+    fresh
+        .until_doc(id, |d| d.get_heads() == heads)
+        .await
+        .expect("reloaded identical");
     assert_eq!(task_titles(fresh.doc(id)).len(), 20);
     server.stop().await;
 }
@@ -112,13 +130,21 @@ async fn an_unknown_document_is_unavailable_and_the_peer_stays_connected() {
     let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
     let ghost = DocumentId::random();
     ann.request(ghost).await.expect("request");
-    ann.run_until(taskflow_testkit::DEFAULT_TIMEOUT, |p| p.replicas[&ghost].unavailable)
-        .await
-        .expect("doc-unavailable");
-    assert_eq!(server.store.document_count().await.expect("count"), 0, "nothing stored");
+    ann.run_until(taskflow_testkit::DEFAULT_TIMEOUT, |p| {
+        p.replicas[&ghost].unavailable
+    })
+    .await
+    .expect("doc-unavailable");
+    assert_eq!(
+        server.store.document_count().await.expect("count"),
+        0,
+        "nothing stored"
+    );
 
     let id = ann.create(board("Still here", 1)).await.expect("create");
-    ann.until_server_has(id).await.expect("the connection still works");
+    ann.until_server_has(id)
+        .await
+        .expect("the connection still works");
     server.stop().await;
 }
 
@@ -133,14 +159,23 @@ async fn a_fresh_fetch_is_one_whole_document_then_increments() {
 
     let mut bo = Peer::connect(&server.url(), "bo").await.expect("join");
     bo.request(id).await.expect("request");
-    bo.until_doc(id, |d| task_titles(d).len() == 300).await.expect("fetched");
+    bo.until_doc(id, |d| task_titles(d).len() == 300)
+        .await
+        .expect("fetched");
     for i in 0..3 {
-        ann.edit(id, |d| add_task(d, &format!("later {i}"))).await.expect("edit");
-        bo.until_doc(id, |d| task_titles(d).len() == 301 + i).await.expect("increment arrives");
+        ann.edit(id, |d| add_task(d, &format!("later {i}")))
+            .await
+            .expect("edit");
+        bo.until_doc(id, |d| task_titles(d).len() == 301 + i)
+            .await
+            .expect("increment arrives");
     }
     let sizes = &bo.received_sizes[&id];
     let large = sizes.iter().filter(|&&n| n >= whole / 2).count();
-    assert_eq!(large, 1, "the whole document is sent once: {sizes:?} (document {whole} bytes)");
+    assert_eq!(
+        large, 1,
+        "the whole document is sent once: {sizes:?} (document {whole} bytes)"
+    );
     server.stop().await;
 }
 
@@ -186,7 +221,9 @@ async fn ephemeral_messages_reach_the_other_peers_once() {
     }
     ann.drain(Duration::from_millis(200)).await.expect("drain");
     assert!(
-        !ann.events.iter().any(|e| matches!(e, Event::Ephemeral { .. })),
+        !ann.events
+            .iter()
+            .any(|e| matches!(e, Event::Ephemeral { .. })),
         "the sender gets nothing back"
     );
     server.stop().await;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Makes sure what the test suite talks to is installed and running, reusing what already is:
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback) and the Node.js
+# automerge-repo peers. Idempotent; safe to run on a machine where everything already runs.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+say() { printf 'services: %s\n' "$*" >&2; }
+
+apt_install() {
+    if [ -z "${TASKFLOW_APT_UPDATED:-}" ]; then
+        apt-get update -qq
+        export TASKFLOW_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+ensure_postgres() {
+    if command -v pg_isready >/dev/null && pg_ready; then
+        return
+    fi
+    if ! command -v pg_ctlcluster >/dev/null; then
+        say "installing PostgreSQL"
+        apt_install postgresql
+    fi
+    local version conf
+    version="$(ls /etc/postgresql | sort -V | tail -n 1)"
+    conf="/etc/postgresql/$version/main/pg_hba.conf"
+    # Tests connect as postgres over loopback without a password.
+    if ! grep -q '^host all postgres 127.0.0.1/32 trust' "$conf"; then
+        sed -i '1i host all postgres 127.0.0.1/32 trust' "$conf"
+    fi
+    say "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start -- -o "-c listen_addresses=127.0.0.1" 2>/dev/null ||
+        pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+    for _ in $(seq 1 100); do
+        pg_ready && return
+        sleep 0.2
+    done
+    say "PostgreSQL did not become ready on 127.0.0.1:5432"
+    exit 1
+}
+
+drop_stale_test_databases() {
+    # Each test makes its own database; drop those left by earlier runs.
+    psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+        "SELECT datname FROM pg_database WHERE datname LIKE 'taskflow_test_%'" |
+        while read -r db; do
+            psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
+        done
+}
+
+ensure_postgres
+drop_stale_test_databases
+"$here/js-deps.sh"
