@@ -323,8 +323,12 @@ impl Actor {
         let Some(state) = self.state.take() else {
             return Ok(());
         };
-        let chunks = state.stored_chunks();
-        if chunks == 0 || (!any && chunks < threshold) || !state.is_persisted() {
+        let due = if any {
+            state.stored_chunks() > 0
+        } else {
+            state.compaction_due(threshold)
+        };
+        if !due || !state.is_persisted() {
             self.state = Some(state);
             return Ok(());
         }

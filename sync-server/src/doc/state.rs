@@ -18,6 +18,10 @@ use taskflow_proto::PeerId;
 use crate::link::{ConnId, PeerLink};
 use crate::store::{StoredChange, StoredDoc};
 
+/// Chunk bytes below which size alone never triggers a compaction (small documents compact by
+/// chunk count only, keeping writes per edit low).
+const COMPACT_MIN_CHUNK_BYTES: usize = 64 * 1024;
+
 /// How many `(sender, session)` pairs of ephemeral counters a document remembers.
 const EPHEMERAL_SESSIONS_REMEMBERED: usize = 4096;
 
@@ -233,19 +237,19 @@ impl DocState {
         true
     }
 
+    /// Whether the stored chunks should be folded into a new snapshot: there are many of them,
+    /// or they outweigh the snapshot (so fresh peers would mostly get raw changes to replay).
+    pub fn compaction_due(&self, max_chunks: usize) -> bool {
+        let chunks = self.stored.changes.len();
+        let chunk_bytes: usize = self.stored.changes.iter().map(|c| c.data.len()).sum();
+        let snapshot_bytes = self.stored.snapshot.as_ref().map_or(0, Vec::len);
+        chunks > 0
+            && (chunks >= max_chunks || chunk_bytes >= snapshot_bytes.max(COMPACT_MIN_CHUNK_BYTES))
+    }
+
     /// Number of chunks stored beside the snapshot.
     pub fn stored_chunks(&self) -> usize {
         self.stored.changes.len()
-    }
-
-    pub fn stored_bytes(&self) -> usize {
-        self.stored.snapshot.as_ref().map_or(0, Vec::len)
-            + self
-                .stored
-                .changes
-                .iter()
-                .map(|c| c.data.len())
-                .sum::<usize>()
     }
 
     pub fn stored(&self) -> &StoredDoc {

@@ -228,3 +228,64 @@ async fn ephemeral_messages_reach_the_other_peers_once() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_heads_gossip_is_ignored_and_leave_closes_normally() {
+    use std::collections::BTreeMap;
+    use taskflow_proto::wire::RemoteHeads;
+    use taskflow_proto::{PeerId, StorageId};
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let id = ann.create(board("Gossip", 1)).await.expect("create");
+    ann.until_server_has(id).await.expect("stored");
+
+    let me = PeerId::new("ann");
+    let them = ann.server_peer.clone();
+    ann.send(&Message::RemoteSubscriptionChange {
+        sender_id: me.clone(),
+        target_id: them.clone(),
+        add: vec![StorageId::new("some-storage")],
+        remove: Vec::new(),
+    })
+    .await
+    .expect("send");
+    ann.send(&Message::RemoteHeadsChanged {
+        sender_id: me.clone(),
+        target_id: them,
+        document_id: id,
+        new_heads: BTreeMap::from([(
+            StorageId::new("some-storage"),
+            RemoteHeads {
+                heads: vec!["not-even-a-hash".into()],
+                timestamp: 1.7e12,
+            },
+        )]),
+    })
+    .await
+    .expect("send");
+    ann.edit(id, |d| add_task(d, "after gossip"))
+        .await
+        .expect("edit");
+    ann.until_server_has(id)
+        .await
+        .expect("the peer is still served");
+
+    ann.send(&Message::Leave { sender_id: me })
+        .await
+        .expect("leave");
+    ann.drain(Duration::from_secs(2)).await.expect("drain");
+    assert!(
+        ann.events.iter().any(|e| matches!(
+            e,
+            Event::Closed {
+                code: Some(1000),
+                ..
+            }
+        )),
+        "leave ends the connection normally: {:?}",
+        ann.events
+    );
+    server.stop().await;
+}
