@@ -103,6 +103,8 @@ impl ServerUnderTest {
         })
         .await
         .context("server start timed out")??;
+        // Keep reading the server's stdout so it never writes into a closed pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let path = if target == Target::Ours {
             "/api/v1/sync"
         } else {

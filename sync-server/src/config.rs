@@ -39,9 +39,9 @@ pub struct Config {
     )]
     pub max_docs_per_connection: usize,
 
-    /// Outgoing messages queued per connection before a slow reader is disconnected.
-    #[arg(long, env = "TASKFLOW_SEND_QUEUE", default_value_t = 4096)]
-    pub send_queue: usize,
+    /// Outgoing bytes queued per connection before a slow reader is disconnected.
+    #[arg(long, env = "TASKFLOW_SEND_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
 
     /// How long a document nobody has open stays in memory (e.g. 60s, 5m).
     #[arg(long, env = "TASKFLOW_EVICT_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
@@ -78,7 +78,7 @@ impl Config {
         Limits {
             max_frame_bytes: self.max_frame_bytes,
             max_docs_per_connection: self.max_docs_per_connection,
-            send_queue: self.send_queue,
+            send_queue_bytes: self.send_queue_bytes,
         }
     }
 }
@@ -88,5 +88,5 @@ impl Config {
 pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_docs_per_connection: usize,
-    pub send_queue: usize,
+    pub send_queue_bytes: usize,
 }

@@ -14,21 +14,19 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use taskflow_proto::wire::{Message, PROTOCOL_V1, PeerMetadata};
 use taskflow_proto::{DocumentId, PeerId};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::doc::{DocCommand, Open};
-use crate::link::{PeerLink, close_code};
+use crate::link::{Outbox, PeerLink, close_code};
 use crate::server::Shared;
 
 pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
     let conn = shared.next_conn_id();
     let (sink, mut stream) = socket.split();
-    let (tx, rx) = mpsc::channel(shared.limits.send_queue);
-    let link = PeerLink::new(conn, PeerId::new(""), tx, CancellationToken::new());
+    let (link, outbox) = PeerLink::new(conn, shared.limits.send_queue_bytes);
     let writer = tokio::spawn(write_loop(
         sink,
-        rx,
+        outbox,
         link.clone(),
         shared.shutdown.clone(),
         shared.registry.server_peer().clone(),
@@ -175,7 +173,7 @@ impl Session {
             }),
             selected_protocol_version: PROTOCOL_V1.to_owned(),
         };
-        self.link.send_wait(reply.encode()).await;
+        self.link.send(reply.encode());
     }
 
     async fn on_sync(&mut self, document_id: DocumentId, request: bool, data: &[u8]) {
@@ -227,7 +225,7 @@ impl Session {
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, WsMessage>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut outbox: Outbox,
     link: PeerLink,
     shutdown: CancellationToken,
     server_peer: PeerId,
@@ -264,7 +262,7 @@ async fn write_loop(
                 let _ = sink.send(close(close_code::GOING_AWAY, "server shutting down")).await;
                 break;
             }
-            frame = rx.recv() => match frame {
+            frame = outbox.recv() => match frame {
                 Some(frame) => {
                     if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
                         link.close(close_code::NORMAL, None);

@@ -1,9 +1,12 @@
-//! The way back to a connected peer: a bounded queue of outgoing frames plus a kill switch.
+//! The way back to a connected peer: a queue of outgoing frames bounded in bytes, plus a kill
+//! switch.
 //!
 //! Document actors hold a [`PeerLink`] per attached peer and never block on it: when a peer's
-//! queue is full (it reads slower than we write) the link closes the connection instead of
-//! buffering without bound.
+//! queued bytes pass the limit (it reads slower than we write) the link closes the connection
+//! instead of buffering without bound. Bytes, not messages, are counted so that a peer fetching
+//! thousands of small documents at once is served, while one that stops reading is not.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use taskflow_proto::PeerId;
@@ -39,25 +42,44 @@ pub struct CloseReason {
 pub struct PeerLink {
     pub conn: ConnId,
     pub peer_id: PeerId,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
     kill: CancellationToken,
     reason: Arc<Mutex<Option<CloseReason>>>,
 }
 
+/// The writer's end of a connection's queue: frames plus the byte count to give back.
+#[derive(Debug)]
+pub struct Outbox {
+    rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// The next frame to write; its bytes leave the queue's budget.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.rx.recv().await?;
+        self.queued_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+}
+
 impl PeerLink {
-    pub fn new(
-        conn: ConnId,
-        peer_id: PeerId,
-        tx: mpsc::Sender<Vec<u8>>,
-        kill: CancellationToken,
-    ) -> Self {
-        Self {
+    /// A link for connection `conn` and the outbox its writer drains.
+    pub fn new(conn: ConnId, max_queued_bytes: usize) -> (Self, Outbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let link = Self {
             conn,
-            peer_id,
+            peer_id: PeerId::new(""),
             tx,
-            kill,
+            queued_bytes: queued_bytes.clone(),
+            max_queued_bytes,
+            kill: CancellationToken::new(),
             reason: Arc::new(Mutex::new(None)),
-        }
+        };
+        (link, Outbox { rx, queued_bytes })
     }
 
     /// The same connection, known by the id the peer gave in its `join`.
@@ -68,26 +90,25 @@ impl PeerLink {
         }
     }
 
-    /// Queues a frame, waiting while the queue is full (for the connection's own replies).
-    pub async fn send_wait(&self, frame: Vec<u8>) -> bool {
-        self.tx.send(frame).await.is_ok()
-    }
-
-    /// Queues a frame without waiting. A full queue closes the connection; returns whether the
-    /// frame was queued.
+    /// Queues a frame. When the queued bytes would pass the limit the connection is closed
+    /// instead; returns whether the frame was queued.
     pub fn send(&self, frame: Vec<u8>) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(peer = %self.peer_id, conn = self.conn, "send queue full; closing the slow peer");
-                self.close(
-                    close_code::TRY_AGAIN_LATER,
-                    Some("send queue full: the peer reads too slowly".into()),
-                );
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let len = frame.len();
+        let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            tracing::warn!(peer = %self.peer_id, conn = self.conn, queued, "send queue full; closing the slow peer");
+            self.close(
+                close_code::TRY_AGAIN_LATER,
+                Some("send queue full: the peer reads too slowly".into()),
+            );
+            return false;
         }
+        if self.tx.send(frame).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// Asks the connection to close; the first reason given wins.

@@ -12,6 +12,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?,
         )
+        // stdout carries only the "listening on" line that scripts read.
+        .with_writer(std::io::stderr)
         .init();
 
     let server = Server::open(&config).await.context("opening storage")?;

@@ -270,20 +270,11 @@ mod tests {
     use super::*;
     use automerge::transaction::Transactable;
     use taskflow_proto::board::ops::{self, NewTask};
-    use tokio::sync::mpsc;
-    use tokio_util::sync::CancellationToken;
+    use crate::link::Outbox;
 
-    fn link(conn: ConnId) -> (PeerLink, mpsc::Receiver<Vec<u8>>) {
-        let (tx, rx) = mpsc::channel(16);
-        (
-            PeerLink::new(
-                conn,
-                PeerId::new(format!("p{conn}")),
-                tx,
-                CancellationToken::new(),
-            ),
-            rx,
-        )
+    fn link(conn: ConnId) -> (PeerLink, Outbox) {
+        let (link, outbox) = PeerLink::new(conn, 1 << 20);
+        (link.with_peer(PeerId::new(format!("p{conn}"))), outbox)
     }
 
     fn board_with_tasks(n: usize) -> Automerge {

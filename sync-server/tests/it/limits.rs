@@ -53,7 +53,7 @@ async fn one_connection_opens_at_most_the_configured_documents() {
 async fn a_peer_that_stops_reading_is_disconnected_not_buffered() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut config = db.config();
-    config.send_queue = 8;
+    config.send_queue_bytes = 1024 * 1024;
     let server = TestServer::start(config).await;
 
     let mut talker = Peer::connect(&server.url(), "talker").await.expect("join");
