@@ -47,6 +47,10 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_EVICT_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub evict_after: Duration,
 
+    /// How long an open document with no edits keeps its in-memory Automerge form (e.g. 30s).
+    #[arg(long, env = "TASKFLOW_UNLOAD_AFTER", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub unload_after: Duration,
+
     /// Compact a document's storage once this many change chunks sit beside its snapshot.
     #[arg(long, env = "TASKFLOW_COMPACT_AFTER_CHANGES", default_value_t = 256)]
     pub compact_after_changes: usize,
@@ -69,6 +73,7 @@ impl Config {
     pub fn doc_config(&self) -> DocConfig {
         DocConfig {
             evict_after: self.evict_after,
+            unload_after: self.unload_after,
             compact_after_changes: self.compact_after_changes,
             ..DocConfig::default()
         }

@@ -13,7 +13,7 @@ use taskflow_proto::DocumentId;
 use taskflow_proto::wire::{Message, SyncPayload};
 use tokio::sync::mpsc;
 
-use super::state::{DocState, is_fresh_v2_request, whole_doc_message};
+use super::state::{DocState, load_document};
 use super::{DocCommand, Registry};
 use crate::link::{ConnId, PeerLink, close_code};
 
@@ -27,9 +27,6 @@ pub(super) struct Actor {
     rx: mpsc::Receiver<DocCommand>,
     /// `None` while nothing is known of the document (not stored, not announced).
     state: Option<DocState>,
-    /// Peers answered with the stored bytes before the document was materialised; their
-    /// sync states are seeded once it is.
-    answered_early: HashSet<ConnId>,
     stopping: bool,
 }
 
@@ -55,7 +52,6 @@ impl Actor {
             registry,
             rx,
             state: None,
-            answered_early: HashSet::new(),
             stopping: false,
         }
     }
@@ -91,15 +87,12 @@ impl Actor {
     }
 
     async fn run_inner(&mut self) -> Result<(), Fatal> {
-        let mut deferred = self.open().await?;
+        self.open().await?;
         loop {
-            let mut batch = std::mem::take(&mut deferred);
-            if batch.is_empty() {
-                match self.next_command().await {
-                    Some(command) => batch.push(command),
-                    None => return Ok(()),
-                }
-            }
+            let mut batch = match self.next_command().await? {
+                Some(command) => vec![command],
+                None => return Ok(()),
+            };
             while batch.len() < MAX_BATCH {
                 match self.rx.try_recv() {
                     Ok(command) => batch.push(command),
@@ -108,98 +101,106 @@ impl Actor {
             }
             let mut touched = HashSet::new();
             for command in batch {
-                self.handle(command, &mut touched);
+                self.handle(command, &mut touched).await?;
             }
             self.flush(&touched).await?;
-            self.compact_if_due().await?;
+            self.compact(false).await?;
             if self.stopping {
                 return Ok(());
             }
         }
     }
 
-    /// Loads the stored document. While it is being materialised, peers that ask for it from
-    /// scratch are answered with the stored bytes straight away; other commands wait.
-    async fn open(&mut self) -> Result<Vec<DocCommand>, Fatal> {
-        let store = self.registry.inner.store.clone();
-        let stored = match store.load(&self.id).await {
-            Ok(stored) => stored,
+    /// Reads the stored document (not materialised: see `DocState`).
+    async fn open(&mut self) -> Result<(), Fatal> {
+        match self.registry.inner.store.load(&self.id).await {
+            Ok(stored) => {
+                self.state = stored.map(DocState::dormant);
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(document = %self.id, error = %e, "loading document failed");
-                return Err(Fatal);
-            }
-        };
-        let Some(stored) = stored else {
-            return Ok(Vec::new());
-        };
-        let early_reply = whole_doc_message(&stored);
-        let mut materialise = tokio::task::spawn_blocking(move || DocState::load(stored));
-        let mut deferred = Vec::new();
-        let state = loop {
-            tokio::select! {
-                biased;
-                loaded = &mut materialise => break loaded,
-                command = self.rx.recv() => match command {
-                    Some(command) => {
-                        if let DocCommand::Sync { link, message, .. } = &command
-                            && is_fresh_v2_request(message)
-                            && !self.answered_early.contains(&link.conn)
-                        {
-                            self.send_sync(link, early_reply.clone());
-                            self.answered_early.insert(link.conn);
-                        }
-                        deferred.push(command);
-                    }
-                    None => return Ok(deferred),
-                },
-            }
-        };
-        match state {
-            Ok(Ok(state)) => {
-                self.state = Some(state);
-                Ok(deferred)
-            }
-            Ok(Err(e)) => {
-                tracing::error!(document = %self.id, error = %e, "stored document does not load");
-                Err(Fatal)
-            }
-            Err(e) => {
-                tracing::error!(document = %self.id, error = %e, "materialising the document panicked");
                 Err(Fatal)
             }
         }
     }
 
-    /// Waits for the next command; with no peers, retires after the idle time.
-    async fn next_command(&mut self) -> Option<DocCommand> {
-        loop {
-            let idle = self.state.as_ref().is_none_or(|s| !s.has_peers());
-            if !idle {
-                return self.rx.recv().await;
+    /// Loads the Automerge document from the stored bytes, off the async threads.
+    async fn materialise(&mut self) -> Result<(), Fatal> {
+        let Some(state) = self.state.take() else {
+            return Ok(());
+        };
+        if state.is_materialised() {
+            self.state = Some(state);
+            return Ok(());
+        }
+        let loaded = tokio::task::spawn_blocking(move || {
+            let doc = load_document(state.stored());
+            (state, doc)
+        })
+        .await;
+        match loaded {
+            Ok((mut state, Ok(doc))) => {
+                state.materialise(doc);
+                self.state = Some(state);
+                Ok(())
             }
-            let evict_after = self.registry.inner.config.evict_after;
+            Ok((state, Err(e))) => {
+                self.state = Some(state);
+                tracing::error!(document = %self.id, error = %e, "stored document does not load");
+                Err(Fatal)
+            }
+            Err(e) => {
+                tracing::error!(document = %self.id, error = %e, "loading the document panicked");
+                Err(Fatal)
+            }
+        }
+    }
+
+    /// Waits for the next command. With peers but no traffic, unloads the document after a
+    /// while; with no peers, retires after the idle time (`Ok(None)`).
+    async fn next_command(&mut self) -> Result<Option<DocCommand>, Fatal> {
+        let config = &self.registry.inner.config;
+        let (unload_after, evict_after) = (config.unload_after, config.evict_after);
+        loop {
+            let has_peers = self.state.as_ref().is_some_and(DocState::has_peers);
+            let materialised = self.state.as_ref().is_some_and(DocState::is_materialised);
+            if has_peers && !materialised {
+                return Ok(self.rx.recv().await);
+            }
+            let wait = if has_peers { unload_after } else { evict_after };
             tokio::select! {
-                command = self.rx.recv() => return command,
-                _ = tokio::time::sleep(evict_after) => {
-                    if self.compact(true).await.is_err() {
-                        return None;
+                command = self.rx.recv() => return Ok(command),
+                _ = tokio::time::sleep(wait) => {
+                    if has_peers {
+                        if let Some(state) = self.state.as_mut()
+                            && state.unload()
+                        {
+                            tracing::debug!(document = %self.id, "unloaded quiet document");
+                        }
+                        continue;
                     }
+                    self.compact(true).await?;
                     if self.registry.retire(self.id, self.generation, &self.rx) {
                         tracing::debug!(document = %self.id, "evicted idle document");
-                        return None;
+                        return Ok(None);
                     }
                 }
             }
         }
     }
 
-    fn handle(&mut self, command: DocCommand, touched: &mut HashSet<ConnId>) {
+    async fn handle(
+        &mut self,
+        command: DocCommand,
+        touched: &mut HashSet<ConnId>,
+    ) -> Result<(), Fatal> {
         match command {
             DocCommand::Sync {
                 link,
                 request,
                 message,
-            } => self.handle_sync(link, request, message, touched),
+            } => return self.handle_sync(link, request, message, touched).await,
             DocCommand::Ephemeral {
                 from,
                 sender_id,
@@ -208,10 +209,10 @@ impl Actor {
                 data,
             } => {
                 let Some(state) = self.state.as_mut() else {
-                    return;
+                    return Ok(());
                 };
                 if !state.first_sighting(&sender_id, &session_id, count) {
-                    return;
+                    return Ok(());
                 }
                 for link in state.links().filter(|l| l.conn != from.conn) {
                     let relay = Message::Ephemeral {
@@ -229,19 +230,19 @@ impl Actor {
                 if let Some(state) = self.state.as_mut() {
                     state.detach(conn);
                 }
-                self.answered_early.remove(&conn);
             }
             DocCommand::Shutdown => self.stopping = true,
         }
+        Ok(())
     }
 
-    fn handle_sync(
+    async fn handle_sync(
         &mut self,
         link: PeerLink,
         request: bool,
         message: sync::Message,
         touched: &mut HashSet<ConnId>,
-    ) {
+    ) -> Result<(), Fatal> {
         let known = self.state.as_ref().is_some_and(|s| !s.is_empty());
         if request && !known {
             let unavailable = Message::DocUnavailable {
@@ -250,7 +251,14 @@ impl Actor {
                 document_id: self.id,
             };
             link.send(unavailable.encode());
-            return;
+            return Ok(());
+        }
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.needs_document_for(&message))
+        {
+            self.materialise().await?;
         }
         let state = self.state.get_or_insert_with(DocState::new_empty);
         let conn = link.conn;
@@ -265,12 +273,10 @@ impl Actor {
                     self.id
                 )),
             );
-            return;
-        }
-        if self.answered_early.remove(&conn) {
-            state.mark_whole_doc_sent(conn);
+            return Ok(());
         }
         touched.insert(conn);
+        Ok(())
     }
 
     /// Persists what the batch changed, then answers: the durability rule's one place.
@@ -295,6 +301,12 @@ impl Actor {
             state.mark_persisted(changes, heads);
         }
         let only = if changed { None } else { Some(touched) };
+        if state.outgoing_needs_document(only) {
+            self.materialise().await?;
+        }
+        let Some(state) = self.state.as_mut() else {
+            return Ok(());
+        };
         let messages = state.outgoing(only);
         for (link, message) in messages {
             self.send_sync(&link, message);
@@ -310,10 +322,6 @@ impl Actor {
             data: message.encode(),
         });
         link.send(frame.encode());
-    }
-
-    async fn compact_if_due(&mut self) -> Result<(), Fatal> {
-        self.compact(false).await
     }
 
     /// Folds the stored chunks into a new snapshot when there are enough of them, or whenever
@@ -332,14 +340,26 @@ impl Actor {
             self.state = Some(state);
             return Ok(());
         }
+        // A dormant document is loaded just for the save and dropped again.
         let saved = tokio::task::spawn_blocking(move || {
-            let snapshot = state.doc().save();
+            let snapshot = match state.doc() {
+                Some(doc) => Ok(doc.save()),
+                None => load_document(state.stored()).map(|doc| doc.save()),
+            };
             (state, snapshot)
         })
         .await;
-        let Ok((mut state, snapshot)) = saved else {
-            tracing::error!(document = %self.id, "compaction panicked");
-            return Err(Fatal);
+        let (mut state, snapshot) = match saved {
+            Ok((state, Ok(snapshot))) => (state, snapshot),
+            Ok((state, Err(e))) => {
+                self.state = Some(state);
+                tracing::error!(document = %self.id, error = %e, "stored document does not load");
+                return Err(Fatal);
+            }
+            Err(_) => {
+                tracing::error!(document = %self.id, "compaction panicked");
+                return Err(Fatal);
+            }
         };
         let folded: Vec<_> = state.stored().changes.iter().map(|c| c.hash).collect();
         let heads = state.heads();

@@ -49,6 +49,9 @@ pub enum DocCommand {
 pub struct DocConfig {
     /// How long a document with no peers stays in memory.
     pub evict_after: Duration,
+    /// How long a materialised document with peers but no traffic keeps its Automerge form
+    /// (after which it is served from its stored bytes until someone edits it).
+    pub unload_after: Duration,
     /// Compact once this many chunks sit beside the snapshot.
     pub compact_after_changes: usize,
     /// Commands an actor's inbox holds before senders wait (back-pressure on fast writers).
@@ -59,6 +62,7 @@ impl Default for DocConfig {
     fn default() -> Self {
         Self {
             evict_after: Duration::from_secs(60),
+            unload_after: Duration::from_secs(30),
             compact_after_changes: 256,
             inbox: 1024,
         }

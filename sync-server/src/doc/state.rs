@@ -5,9 +5,12 @@
 //! for the messages to send — which is how the durability rule holds: heads are never offered
 //! before the changes behind them are committed.
 //!
-//! A peer that arrives with no heads gets the whole document as the stored bytes themselves
-//! (snapshot + chunks in one v2 sync message), not a fresh `save()`: the store's form is kept
-//! here for that. Its sync state is then seeded so that later messages to it are incremental.
+//! The Automerge document is materialised only when needed. An open document starts as its
+//! stored bytes: a peer with no heads gets those bytes as one v2 sync message (no `save()`, no
+//! load), and peers that are in sync exchange heads-only messages, which are answered from the
+//! stored heads. The document is loaded when a peer brings changes or heads we must compare,
+//! and can be dropped again ([`DocState::unload`]) once everyone is in sync. An Automerge board
+//! of 10,000 tasks takes tens of MiB in memory; its stored form under one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -35,8 +38,32 @@ struct PeerSync {
     supports_v2: bool,
 }
 
+impl PeerSync {
+    fn their_heads_empty(&self) -> bool {
+        self.state.their_heads.as_ref().is_some_and(Vec::is_empty)
+    }
+
+    /// Whether this peer has exactly `heads` and asks for nothing.
+    fn in_sync_at(&self, heads: &[ChangeHash]) -> bool {
+        self.state.their_heads.as_deref() == Some(heads)
+            && self.state.their_need.as_ref().is_none_or(Vec::is_empty)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    Nothing,
+    /// The stored bytes, to a peer with no heads.
+    WholeDocument,
+    /// Our heads, answered without the document, to a peer in sync.
+    HeadsOnly,
+    /// Automerge's own answer (needs the document).
+    Generate,
+}
+
 pub struct DocState {
-    doc: Automerge,
+    /// `None` while dormant: everything is in `stored`.
+    doc: Option<Automerge>,
     stored: StoredDoc,
     peers: BTreeMap<ConnId, PeerSync>,
     ephemeral_seen: HashMap<(PeerId, String), u64>,
@@ -46,15 +73,20 @@ impl std::fmt::Debug for DocState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DocState")
             .field("heads", &self.stored.heads)
+            .field("materialised", &self.doc.is_some())
             .field("peers", &self.peers.len())
             .finish()
     }
 }
 
-/// Builds the v2 sync message that hands a peer with no heads the whole document.
-pub fn whole_doc_message(stored: &StoredDoc) -> sync::Message {
+fn flags() -> MessageFlags {
     let mut flags = MessageFlags::new();
     flags.set(MessageFlags::SUPPORTS_SYNC_RESET);
+    flags
+}
+
+/// Builds the v2 sync message that hands a peer with no heads the whole document.
+pub fn whole_doc_message(stored: &StoredDoc) -> sync::Message {
     sync::Message {
         heads: stored.heads.clone(),
         need: Vec::new(),
@@ -65,30 +97,23 @@ pub fn whole_doc_message(stored: &StoredDoc) -> sync::Message {
             bloom: BloomFilter::default(),
         }],
         changes: ChunkList::from(stored.concatenated()),
-        flags: Some(flags),
+        flags: Some(flags()),
         version: MessageVersion::V2,
     }
-}
-
-/// Whether a sync message comes from a peer with no heads that understands v2 messages,
-/// i.e. one we may answer with the whole document.
-pub fn is_fresh_v2_request(message: &sync::Message) -> bool {
-    message.heads.is_empty() && message.flags.is_some()
 }
 
 impl DocState {
     /// A document that exists only in memory so far (announced by a peer, nothing stored).
     pub fn new_empty() -> Self {
-        Self::from_parts(Automerge::new(), StoredDoc::default())
+        Self::from_parts(Some(Automerge::new()), StoredDoc::default())
     }
 
-    /// Materialises a stored document. CPU-heavy for big documents: run it off the async threads.
-    pub fn load(stored: StoredDoc) -> Result<Self, AutomergeError> {
-        let doc = Automerge::load(&stored.concatenated())?;
-        Ok(Self::from_parts(doc, stored))
+    /// A stored document, not materialised until a peer needs it to be.
+    pub fn dormant(stored: StoredDoc) -> Self {
+        Self::from_parts(None, stored)
     }
 
-    fn from_parts(doc: Automerge, stored: StoredDoc) -> Self {
+    fn from_parts(doc: Option<Automerge>, stored: StoredDoc) -> Self {
         Self {
             doc,
             stored,
@@ -97,24 +122,54 @@ impl DocState {
         }
     }
 
-    pub fn heads(&self) -> Vec<ChangeHash> {
-        self.doc.get_heads()
+    pub fn is_materialised(&self) -> bool {
+        self.doc.is_some()
     }
 
-    pub fn doc(&self) -> &Automerge {
-        &self.doc
+    /// Takes the stored bytes to materialise elsewhere (off the async threads) with
+    /// [`load_document`]; hand the result to [`Self::materialise`].
+    pub fn stored(&self) -> &StoredDoc {
+        &self.stored
+    }
+
+    pub fn materialise(&mut self, doc: Automerge) {
+        self.doc = Some(doc);
+    }
+
+    /// Drops the in-memory document when nothing depends on it: every change stored and every
+    /// peer in sync at the stored heads (or waiting on the whole document we sent).
+    pub fn unload(&mut self) -> bool {
+        let heads = &self.stored.heads;
+        let quiet = self.is_persisted()
+            && self
+                .peers
+                .values()
+                .all(|p| p.in_sync_at(heads) || (p.sent_whole_doc && p.their_heads_empty()));
+        if quiet && self.doc.is_some() && !heads.is_empty() {
+            self.doc = None;
+            return true;
+        }
+        false
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        match &self.doc {
+            Some(doc) => doc.get_heads(),
+            None => self.stored.heads.clone(),
+        }
+    }
+
+    /// The materialised document; callers check [`Self::is_materialised`] first.
+    pub fn doc(&self) -> Option<&Automerge> {
+        self.doc.as_ref()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stored.heads.is_empty() && self.doc.get_heads().is_empty()
+        self.heads().is_empty()
     }
 
     pub fn has_peers(&self) -> bool {
         !self.peers.is_empty()
-    }
-
-    pub fn peer_count(&self) -> usize {
-        self.peers.len()
     }
 
     pub fn links(&self) -> impl Iterator<Item = &PeerLink> {
@@ -134,13 +189,26 @@ impl DocState {
         self.peers.remove(&conn).map(|p| p.link)
     }
 
-    /// Applies a peer's sync message. On error nothing from it is kept in the sync state and
-    /// the caller should drop the peer.
+    /// Whether handling `message` needs the materialised document: it carries changes, asks
+    /// for specific changes, or names heads other than none or ours.
+    pub fn needs_document_for(&self, message: &sync::Message) -> bool {
+        self.doc.is_none()
+            && (!message.changes.is_empty()
+                || !message.need.is_empty()
+                || !(message.heads.is_empty() || message.heads == self.stored.heads))
+    }
+
+    /// Applies a peer's sync message. On error the caller should drop the peer. A dormant
+    /// document must not be given a message [`Self::needs_document_for`] says needs it.
     pub fn receive(&mut self, conn: ConnId, message: sync::Message) -> Result<(), AutomergeError> {
+        debug_assert!(!self.needs_document_for(&message), "materialise first");
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
         };
-        self.doc.receive_sync_message(&mut peer.state, message)?;
+        match self.doc.as_mut() {
+            Some(doc) => doc.receive_sync_message(&mut peer.state, message)?,
+            None => receive_heads_only(&mut peer.state, message, &self.stored.heads),
+        }
         // Automerge re-sends the whole document whenever the changes due exceed a third of the
         // document's change count — often right after a fresh fetch of a board made of few
         // large changes. We send whole documents ourselves (from the stored bytes, once), so
@@ -154,25 +222,15 @@ impl DocState {
         Ok(())
     }
 
-    /// Records that this peer was sent [`whole_doc_message`] of the current stored form.
-    pub fn mark_whole_doc_sent(&mut self, conn: ConnId) {
-        let heads = self.stored.heads.clone();
-        if let Some(peer) = self.peers.get_mut(&conn) {
-            peer.sent_whole_doc = true;
-            peer.state.last_sent_heads = heads;
-            peer.state.have_responded = true;
-            peer.state.in_flight = true;
-        }
-    }
-
     /// Changes in memory that the store does not hold yet.
     pub fn unpersisted(&self) -> Vec<StoredChange> {
-        let heads = self.doc.get_heads();
-        if heads == self.stored.heads {
+        let Some(doc) = &self.doc else {
+            return Vec::new();
+        };
+        if doc.get_heads() == self.stored.heads {
             return Vec::new();
         }
-        self.doc
-            .get_changes(&self.stored.heads)
+        doc.get_changes(&self.stored.heads)
             .into_iter()
             .map(|mut c| StoredChange {
                 hash: c.hash(),
@@ -189,34 +247,68 @@ impl DocState {
 
     /// Whether every change in memory is in the store.
     pub fn is_persisted(&self) -> bool {
-        self.doc.get_heads() == self.stored.heads
+        self.heads() == self.stored.heads
+    }
+
+    /// How to answer one peer now.
+    fn reply_to(&self, peer: &PeerSync) -> Reply {
+        if peer.their_heads_empty() {
+            if peer.sent_whole_doc {
+                return Reply::Nothing;
+            }
+            if peer.supports_v2 && !self.stored.heads.is_empty() {
+                return Reply::WholeDocument;
+            }
+        } else if self.doc.is_none() && peer.in_sync_at(&self.stored.heads) {
+            return Reply::HeadsOnly;
+        }
+        Reply::Generate
+    }
+
+    /// Whether [`Self::outgoing`] for these peers needs the materialised document.
+    pub fn outgoing_needs_document(&self, only: Option<&HashSet<ConnId>>) -> bool {
+        self.doc.is_none()
+            && self
+                .peers
+                .iter()
+                .filter(|(conn, _)| only.is_none_or(|set| set.contains(*conn)))
+                .any(|(_, p)| self.reply_to(p) == Reply::Generate)
     }
 
     /// The sync messages to send now, for the peers in `only` (or all peers). Call only when
-    /// [`Self::is_persisted`].
+    /// [`Self::is_persisted`], and with the document materialised if
+    /// [`Self::outgoing_needs_document`] says so.
     pub fn outgoing(&mut self, only: Option<&HashSet<ConnId>>) -> Vec<(PeerLink, sync::Message)> {
         debug_assert!(
             self.is_persisted(),
             "durability rule: no heads before they are stored"
         );
+        debug_assert!(!self.outgoing_needs_document(only), "materialise first");
+        let replies: Vec<(ConnId, Reply)> = self
+            .peers
+            .iter()
+            .filter(|(conn, _)| only.is_none_or(|set| set.contains(*conn)))
+            .map(|(conn, p)| (*conn, self.reply_to(p)))
+            .collect();
         let mut out = Vec::new();
-        for (conn, peer) in &mut self.peers {
-            if only.is_some_and(|set| !set.contains(conn)) {
-                continue;
-            }
-            let their_heads_empty = peer.state.their_heads.as_ref().is_some_and(Vec::is_empty);
-            if their_heads_empty && peer.sent_whole_doc {
-                continue;
-            }
-            if their_heads_empty && peer.supports_v2 && !self.stored.heads.is_empty() {
-                out.push((peer.link.clone(), whole_doc_message(&self.stored)));
-                peer.sent_whole_doc = true;
-                peer.state.last_sent_heads = self.stored.heads.clone();
-                peer.state.have_responded = true;
-                peer.state.in_flight = true;
-                continue;
-            }
-            if let Some(message) = self.doc.generate_sync_message(&mut peer.state) {
+        for (conn, reply) in replies {
+            let peer = self.peers.get_mut(&conn).expect("listed above");
+            let message = match reply {
+                Reply::Nothing => None,
+                Reply::WholeDocument => {
+                    peer.sent_whole_doc = true;
+                    peer.state.last_sent_heads = self.stored.heads.clone();
+                    peer.state.have_responded = true;
+                    peer.state.in_flight = true;
+                    Some(whole_doc_message(&self.stored))
+                }
+                Reply::HeadsOnly => heads_only_reply(&mut peer.state, &self.stored.heads),
+                Reply::Generate => self
+                    .doc
+                    .as_ref()
+                    .and_then(|doc| doc.generate_sync_message(&mut peer.state)),
+            };
+            if let Some(message) = message {
                 out.push((peer.link.clone(), message));
             }
         }
@@ -252,10 +344,6 @@ impl DocState {
         self.stored.changes.len()
     }
 
-    pub fn stored(&self) -> &StoredDoc {
-        &self.stored
-    }
-
     /// The store now holds `snapshot` (the whole document at `heads`) in place of the chunks
     /// `folded`.
     pub fn mark_compacted(&mut self, snapshot: Vec<u8>, folded: &[ChangeHash]) {
@@ -265,12 +353,69 @@ impl DocState {
     }
 }
 
+/// Materialises stored bytes. CPU-heavy for big documents: run it off the async threads.
+pub fn load_document(stored: &StoredDoc) -> Result<Automerge, AutomergeError> {
+    Automerge::load(&stored.concatenated())
+}
+
+/// What `receive_sync_message` does with a message that carries no changes and names heads we
+/// have (or none), done without the document.
+fn receive_heads_only(state: &mut sync::State, message: sync::Message, ours: &[ChangeHash]) {
+    state.in_flight = false;
+    if let Some(flags) = message.flags {
+        let mut capabilities = vec![sync::Capability::MessageV2];
+        if flags.contains(MessageFlags::SUPPORTS_SYNC_RESET) {
+            capabilities.push(sync::Capability::SyncReset);
+        }
+        state.their_capabilities = Some(capabilities);
+        if flags.contains(MessageFlags::SYNC_RESET) {
+            state.sent_hashes.clear();
+        }
+        state.peer_read_only = flags.contains(MessageFlags::READ_ONLY);
+    }
+    if message.heads == ours {
+        // They have everything we have: nothing we sent is still owed to them.
+        state.sent_hashes.clear();
+        state.last_sent_heads = message.heads.clone();
+    }
+    state.shared_heads = message.heads.clone();
+    if message.heads.is_empty() {
+        state.last_sent_heads = Vec::new();
+        state.sent_hashes.clear();
+    }
+    state.their_have = Some(message.have);
+    state.their_heads = Some(message.heads);
+    state.their_need = Some(message.need);
+}
+
+/// What `generate_sync_message` answers a peer that is in sync at `ours`, done without the
+/// document: our heads once, then nothing until something changes.
+fn heads_only_reply(state: &mut sync::State, ours: &[ChangeHash]) -> Option<sync::Message> {
+    if state.last_sent_heads == ours && state.have_responded {
+        return None;
+    }
+    state.have_responded = true;
+    state.last_sent_heads = ours.to_vec();
+    state.in_flight = true;
+    Some(sync::Message {
+        heads: ours.to_vec(),
+        need: Vec::new(),
+        have: vec![Have {
+            last_sync: state.shared_heads.clone(),
+            bloom: BloomFilter::from_hashes(Vec::<ChangeHash>::new().into_iter()),
+        }],
+        changes: ChunkList::empty(),
+        flags: Some(flags()),
+        version: MessageVersion::V1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::Outbox;
     use automerge::transaction::Transactable;
     use taskflow_proto::board::ops::{self, NewTask};
-    use crate::link::Outbox;
 
     fn link(conn: ConnId) -> (PeerLink, Outbox) {
         let (link, outbox) = PeerLink::new(conn, 1 << 20);
@@ -311,6 +456,11 @@ mod tests {
         }
     }
 
+    fn materialise(server: &mut DocState) {
+        let doc = load_document(server.stored()).expect("stored document loads");
+        server.materialise(doc);
+    }
+
     /// Runs every client against the server to a fixpoint, persisting as the actor does
     /// before anything is sent.
     fn settle(server: &mut DocState, clients: &mut [Client]) {
@@ -318,6 +468,9 @@ mod tests {
             let mut progressed = false;
             for c in clients.iter_mut() {
                 if let Some(m) = c.doc.generate_sync_message(&mut c.state) {
+                    if server.needs_document_for(&m) {
+                        materialise(server);
+                    }
                     server.receive(c.conn, m).expect("server receives");
                     progressed = true;
                 }
@@ -325,6 +478,9 @@ mod tests {
             let changes = server.unpersisted();
             let heads = server.heads();
             server.mark_persisted(changes, heads);
+            if server.outgoing_needs_document(None) {
+                materialise(server);
+            }
             for (link, m) in server.outgoing(None) {
                 let bytes = m.encode();
                 let c = clients
@@ -354,7 +510,7 @@ mod tests {
             changes: Vec::new(),
             heads: source.get_heads(),
         };
-        let mut server = DocState::load(stored).expect("load");
+        let mut server = DocState::dormant(stored);
         let mut clients = vec![Client::new(1, Automerge::new(), &mut server)];
         settle(&mut server, &mut clients);
         assert_eq!(
@@ -372,6 +528,10 @@ mod tests {
             .filter(|&&n| n >= bytes.len())
             .count();
         assert_eq!(whole_doc_replies, 1, "{:?}", clients[0].received);
+        assert!(
+            !server.is_materialised(),
+            "a fetch is served from the stored bytes alone"
+        );
 
         // A second peer (which has the document) edits; the first gets a small increment.
         clients[0].received.clear();

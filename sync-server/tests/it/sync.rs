@@ -289,3 +289,38 @@ async fn remote_heads_gossip_is_ignored_and_leave_closes_normally() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_open_document_unloads_and_still_syncs_the_next_edit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.unload_after = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let id = ann.create(board("Quiet", 3)).await.expect("create");
+    ann.until_server_has(id).await.expect("stored");
+    let mut bo = Peer::connect(&server.url(), "bo").await.expect("join");
+    bo.request(id).await.expect("request");
+    bo.until_server_has(id).await.expect("fetched");
+
+    // Both stay connected while the document goes quiet (and back to its stored form).
+    for p in [&mut ann, &mut bo] {
+        p.drain(Duration::from_millis(300)).await.expect("drain");
+    }
+    for round in 0..3 {
+        let title = format!("after quiet {round}");
+        ann.edit(id, |d| add_task(d, &title)).await.expect("edit");
+        bo.until_doc(id, |d| task_titles(d).contains(&title))
+            .await
+            .expect("bo sees it");
+        bo.drain(Duration::from_millis(300))
+            .await
+            .expect("quiet again");
+        ann.drain(Duration::from_millis(10)).await.expect("drain");
+    }
+    bo.edit(id, |d| add_task(d, "from bo")).await.expect("edit");
+    ann.until_doc(id, |d| task_titles(d).contains(&"from bo".to_owned()))
+        .await
+        .expect("ann sees it");
+    server.stop().await;
+}
