@@ -195,7 +195,7 @@ fn big_board(tasks: usize) -> AutoCommit {
 /// Time from sending a `request` to the first sync reply arriving, and to holding the whole
 /// document (which includes this client applying it).
 async fn fetch(url: &str, id: DocumentId, name: &str) -> anyhow::Result<(Duration, Duration)> {
-    let mut peer = Peer::connect(url, name).await?;
+    let mut peer = connect(url, name).await?;
     let start = Instant::now();
     peer.request(id).await?;
     let first = loop {
@@ -227,7 +227,7 @@ async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
         "big board size",
         format!("{} tasks, {size} bytes", args.tasks),
     );
-    let mut owner = Peer::connect(&server.url, "owner").await?;
+    let mut owner = connect(&server.url, "owner").await?;
     let id = owner.create(board).await?;
     owner
         .until_server_has_all(&[id], Duration::from_secs(300))
@@ -272,7 +272,7 @@ async fn many_boards_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Re
     let t = args.target;
     let mut server = ServerUnderTest::start(t, dir, bin).await?;
     let board = big_board(args.tasks);
-    let mut owner = Peer::connect(&server.url, "owner").await?;
+    let mut owner = connect(&server.url, "owner").await?;
     let mut ids = Vec::new();
     for _ in 0..args.boards {
         ids.push(owner.create(board.clone()).await?);
@@ -288,7 +288,7 @@ async fn many_boards_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Re
         "RSS idle after restart",
         format!("{:.1} MiB", server.rss_mib()),
     );
-    let mut reader = Peer::connect(&server.url, "reader").await?;
+    let mut reader = connect(&server.url, "reader").await?;
     reader.request(ids[0]).await?;
     reader
         .until_server_has_all(&ids[..1], Duration::from_secs(300))
@@ -316,8 +316,9 @@ async fn many_boards_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Re
 async fn editing_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result<()> {
     let t = args.target;
     for peers in [2usize, 10, 50] {
-        let server = ServerUnderTest::start(t, dir, bin).await?;
-        let mut owner = Peer::connect(&server.url, "owner").await?;
+        let dir = dir.join(format!("{peers}-peers"));
+        let server = ServerUnderTest::start(t, &dir, bin).await?;
+        let mut owner = connect(&server.url, "owner").await?;
         let id = owner.create(big_board(20)).await?;
         owner
             .until_server_has_all(&[id], Duration::from_secs(60))
@@ -326,7 +327,7 @@ async fn editing_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result
 
         let mut all = Vec::new();
         for n in 0..peers {
-            let mut p = Peer::connect(&server.url, &format!("peer-{n}")).await?;
+            let mut p = connect(&server.url, &format!("peer-{n}")).await?;
             p.request(id).await?;
             p.until_server_has_all(&[id], Duration::from_secs(60))
                 .await?;
@@ -419,7 +420,7 @@ async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     let t = args.target;
     let server = ServerUnderTest::start(t, dir, bin).await?;
     let mut template = big_board(1);
-    let mut creator = Peer::connect(&server.url, "creator").await?;
+    let mut creator = connect(&server.url, "creator").await?;
     let start = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..args.docs {
@@ -437,7 +438,7 @@ async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     );
     creator.close().await?;
 
-    let mut reader = Peer::connect(&server.url, "reader").await?;
+    let mut reader = connect(&server.url, "reader").await?;
     let start = Instant::now();
     for &id in &ids {
         reader.request(id).await?;
@@ -455,6 +456,19 @@ async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
         ),
     );
     Ok(())
+}
+
+/// Connects, retrying briefly: a server that just printed its port may not accept yet.
+async fn connect(url: &str, name: &str) -> anyhow::Result<Peer> {
+    let mut last = None;
+    for _ in 0..20 {
+        match Peer::connect(url, name).await {
+            Ok(peer) => return Ok(peer),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no attempt made")))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -812,6 +812,31 @@ mod tests {
         ]
     }
 
+    proptest::proptest! {
+        /// Any bytes at all decode to a message or an error, never a panic; so do valid frames
+        /// with bytes flipped, truncated or appended.
+        #[test]
+        fn decoding_never_panics(
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            which in 0usize..11,
+            flips in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 0..4),
+            cut in proptest::option::of(proptest::num::usize::ANY),
+        ) {
+            let _ = Message::decode(&noise);
+            let mut frame = every_message_kind()[which].encode();
+            for (at, value) in flips {
+                let len = frame.len();
+                frame[at % len] = value;
+            }
+            if let Some(cut) = cut {
+                frame.truncate(cut % (frame.len() + 1));
+            }
+            let _ = Message::decode(&frame);
+            frame.extend_from_slice(&noise);
+            let _ = Message::decode(&frame);
+        }
+    }
+
     #[test]
     fn every_message_round_trips() {
         for message in every_message_kind() {

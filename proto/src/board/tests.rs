@@ -500,3 +500,83 @@ proptest! {
         assert_invariants(&boards[0]);
     }
 }
+
+// ---- documents written by careless clients -------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Vandal {
+    Scalar(i64),
+    Text,
+    Str(String),
+    List,
+    Map,
+    Null,
+    Delete,
+}
+
+fn vandal() -> impl Strategy<Value = Vandal> {
+    prop_oneof![
+        any::<i64>().prop_map(Vandal::Scalar),
+        Just(Vandal::Text),
+        "[a-z0-9]{0,6}".prop_map(Vandal::Str),
+        Just(Vandal::List),
+        Just(Vandal::Map),
+        Just(Vandal::Null),
+        Just(Vandal::Delete),
+    ]
+}
+
+const TASK_KEYS: [&str; 15] = [
+    "id",
+    "title",
+    "description",
+    "column",
+    "order",
+    "assignees",
+    "labels",
+    "priority",
+    "due",
+    "createdBy",
+    "createdAt",
+    "updatedAt",
+    "archived",
+    "comments",
+    "unknown",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever another client writes into a board, reading it gives a board or a typed error.
+    #[test]
+    fn reading_a_vandalised_board_never_panics(
+        hits in proptest::collection::vec((0usize..3, 0usize..TASK_KEYS.len(), vandal()), 1..6),
+    ) {
+        let mut doc = board_doc();
+        let id = add(&mut doc, "victim", Position::Bottom);
+        ops::add_comment(&mut doc, &id, CommentId::new("c"), "bo", "hi", T0).expect("comment");
+        let (_, tasks) = doc.get(ROOT, "tasks").expect("get").expect("tasks");
+        let (_, task) = doc.get(&tasks, id.as_str()).expect("get").expect("task");
+        let (_, columns) = doc.get(ROOT, "columns").expect("get").expect("columns");
+        for (target, key, value) in hits {
+            let (obj, key) = match target {
+                0 => (task.clone(), TASK_KEYS[key]),
+                1 => (ROOT, ["schemaVersion", "name", "columns", "tasks", "x"][key % 5]),
+                _ => {
+                    let (_, column) = doc.get(&columns, 0).expect("get").expect("column");
+                    (column, ["id", "name", "wipLimit"][key % 3])
+                }
+            };
+            let _ = match value {
+                Vandal::Scalar(n) => doc.put(&obj, key, n).map(|_| ()),
+                Vandal::Text => doc.put_object(&obj, key, ObjType::Text).map(|_| ()),
+                Vandal::Str(s) => doc.put(&obj, key, s).map(|_| ()),
+                Vandal::List => doc.put_object(&obj, key, ObjType::List).map(|_| ()),
+                Vandal::Map => doc.put_object(&obj, key, ObjType::Map).map(|_| ()),
+                Vandal::Null => doc.put(&obj, key, automerge::ScalarValue::Null).map(|_| ()),
+                Vandal::Delete => doc.delete(&obj, key).map(|_| ()),
+            };
+        }
+        let _ = Board::read(&doc);
+    }
+}

@@ -170,6 +170,33 @@ impl Store {
     }
 }
 
+/// `documents.snapshot, documents.heads` as both backends return them.
+type DocumentRow = (Option<Vec<u8>>, Vec<u8>);
+/// `changes.hash, changes.data`.
+type ChangeRow = (Vec<u8>, Vec<u8>);
+
+/// Builds a [`StoredDoc`] from its rows, checking the stored hashes.
+fn assemble(
+    id: &DocumentId,
+    (snapshot, heads): DocumentRow,
+    changes: Vec<ChangeRow>,
+) -> Result<StoredDoc, StoreError> {
+    let changes = changes
+        .into_iter()
+        .map(|(hash, data)| {
+            Ok(StoredChange {
+                hash: decode_hash(id, &hash)?,
+                data,
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(StoredDoc {
+        snapshot,
+        heads: decode_heads(id, &heads)?,
+        changes,
+    })
+}
+
 fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
     heads.iter().flat_map(|h| h.0).collect()
 }

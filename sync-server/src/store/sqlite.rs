@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use taskflow_proto::DocumentId;
 
-use super::{StoreError, StoredChange, StoredDoc, decode_hash, decode_heads, encode_heads};
+use super::{ChangeRow, DocumentRow, StoreError, StoredChange, StoredDoc, assemble, encode_heads};
 
 /// How long a writer waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,33 +66,22 @@ impl SqliteStore {
     pub async fn load(&self, id: &DocumentId) -> Result<Option<StoredDoc>, StoreError> {
         let key = id.to_string();
         let mut tx = self.pool.begin().await?;
-        let Some(doc) = sqlx::query("SELECT snapshot, heads FROM documents WHERE id = ?1")
-            .bind(&key)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(document) =
+            sqlx::query_as::<_, DocumentRow>("SELECT snapshot, heads FROM documents WHERE id = ?1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?
         else {
             return Ok(None);
         };
-        let rows =
-            sqlx::query("SELECT hash, data FROM changes WHERE document_id = ?1 ORDER BY seq")
-                .bind(&key)
-                .fetch_all(&mut *tx)
-                .await?;
+        let changes = sqlx::query_as::<_, ChangeRow>(
+            "SELECT hash, data FROM changes WHERE document_id = ?1 ORDER BY seq",
+        )
+        .bind(&key)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        let changes = rows
-            .iter()
-            .map(|r| {
-                Ok(StoredChange {
-                    hash: decode_hash(id, r.get::<&[u8], _>(0))?,
-                    data: r.get(1),
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok(Some(StoredDoc {
-            snapshot: doc.get(0),
-            heads: decode_heads(id, doc.get::<&[u8], _>(1))?,
-            changes,
-        }))
+        assemble(id, document, changes).map(Some)
     }
 
     pub async fn append(
