@@ -27,6 +27,8 @@ pub enum StoreError {
     DataDir(#[from] std::io::Error),
     #[error("unsupported DATABASE_URL scheme (expected postgres://, postgresql:// or sqlite:)")]
     UnsupportedUrl,
+    #[error("writing to the database: {0}")]
+    Write(String),
     #[error("stored heads of document {0} are corrupt")]
     CorruptHeads(DocumentId),
 }

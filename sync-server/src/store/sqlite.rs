@@ -1,8 +1,10 @@
 //! The SQLite backend: the embedded default, one file in the data directory.
 //!
 //! WAL mode with `synchronous = FULL`, so a commit has reached the disk before `append` returns
-//! (the durability rule depends on it). Writes are serialised by SQLite; a handful of pooled
-//! connections lets reads proceed beside them.
+//! (the durability rule depends on it). SQLite runs one write transaction at a time, so appends
+//! go through a single writer task that commits whatever is waiting — across documents — in one
+//! transaction and one fsync (group commit), answering each caller after the commit. A handful
+//! of pooled connections lets reads proceed beside it.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use automerge::ChangeHash;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
 use taskflow_proto::DocumentId;
 
 use super::{ChangeRow, DocumentRow, StoreError, StoredChange, StoredDoc, assemble, encode_heads};
@@ -22,6 +25,22 @@ const MAX_CONNECTIONS: u32 = 4;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    appends: mpsc::Sender<Append>,
+}
+
+/// Most appends committed in one transaction.
+const MAX_GROUP: usize = 512;
+/// Appends waiting for the writer before callers wait too.
+const APPEND_QUEUE: usize = 4096;
+
+/// One document's append, waiting for the group commit that includes it.
+#[derive(Debug)]
+struct Append {
+    id: DocumentId,
+    changes: Vec<StoredChange>,
+    heads: Vec<ChangeHash>,
+    now_ms: i64,
+    done: oneshot::Sender<Result<(), String>>,
 }
 
 impl SqliteStore {
@@ -45,7 +64,9 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let (appends, queue) = mpsc::channel(APPEND_QUEUE);
+        tokio::spawn(group_writer(pool.clone(), queue));
+        Ok(Self { pool, appends })
     }
 
     pub async fn meta_get_or_insert(&self, key: &str, value: &str) -> Result<String, StoreError> {
@@ -91,30 +112,17 @@ impl SqliteStore {
         heads: &[ChangeHash],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let key = id.to_string();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO documents (id, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at",
-        )
-        .bind(&key)
-        .bind(encode_heads(heads))
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        for change in changes {
-            sqlx::query(
-                "INSERT INTO changes (document_id, hash, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (document_id, hash) DO NOTHING",
-            )
-            .bind(&key)
-            .bind(&change.hash.0[..])
-            .bind(&change.data)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (done, committed) = oneshot::channel();
+        let append = Append {
+            id: *id,
+            changes: changes.to_vec(),
+            heads: heads.to_vec(),
+            now_ms,
+            done,
+        };
+        let stopped = || StoreError::Write("the SQLite writer has stopped".into());
+        self.appends.send(append).await.map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?.map_err(StoreError::Write)
     }
 
     pub async fn compact(
@@ -167,4 +175,50 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Commits queued appends in groups until every store handle is gone.
+async fn group_writer(pool: SqlitePool, mut queue: mpsc::Receiver<Append>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(append) => group.push(append),
+                Err(_) => break,
+            }
+        }
+        let result = write_group(&pool, &group).await.map_err(|e| e.to_string());
+        for append in group {
+            // A caller that gave up waiting needs no answer.
+            let _ = append.done.send(result.clone());
+        }
+    }
+}
+
+async fn write_group(pool: &SqlitePool, group: &[Append]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for append in group {
+        let key = append.id.to_string();
+        sqlx::query(
+            "INSERT INTO documents (id, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at",
+        )
+        .bind(&key)
+        .bind(encode_heads(&append.heads))
+        .bind(append.now_ms)
+        .execute(&mut *tx)
+        .await?;
+        for change in &append.changes {
+            sqlx::query(
+                "INSERT INTO changes (document_id, hash, data) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (document_id, hash) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(&change.hash.0[..])
+            .bind(&change.data)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await
 }
