@@ -414,6 +414,7 @@ fn heads_only_reply(state: &mut sync::State, ours: &[ChangeHash]) -> Option<sync
 mod tests {
     use super::*;
     use crate::link::Outbox;
+    use automerge::ReadDoc;
     use automerge::transaction::Transactable;
     use taskflow_proto::board::ops::{self, NewTask};
 
@@ -563,6 +564,154 @@ mod tests {
         server.receive(1, m).expect("receive");
         // Heads announced, changes not yet sent: still nothing new in memory.
         assert!(server.unpersisted().is_empty());
+    }
+
+    /// A peer in the model: its replica, and the frames in flight each way.
+    struct ModelPeer {
+        doc: Automerge,
+        state: sync::State,
+        to_server: std::collections::VecDeque<Vec<u8>>,
+        to_peer: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Edit(usize),
+        Send(usize),
+        DeliverToServer(usize),
+        DeliverToPeer(usize),
+        Unload,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            2 => (0..3usize).prop_map(Step::Edit),
+            1 => (0..3usize).prop_map(Step::Send),
+            3 => (0..3usize).prop_map(Step::DeliverToServer),
+            3 => (0..3usize).prop_map(Step::DeliverToPeer),
+            1 => Just(Step::Unload),
+        ]
+    }
+
+    /// The server side of one delivery, as the actor does it: materialise if needed, apply,
+    /// persist, then answer.
+    fn server_receives(server: &mut DocState, peers: &mut [ModelPeer], conn: usize, frame: &[u8]) {
+        let message = sync::Message::decode(frame).expect("valid frame");
+        if server.needs_document_for(&message) {
+            materialise(server);
+        }
+        server.receive(conn as ConnId, message).expect("server receives");
+        let changes = server.unpersisted();
+        let changed = !changes.is_empty();
+        let heads = server.heads();
+        server.mark_persisted(changes, heads);
+        let touched = HashSet::from([conn as ConnId]);
+        let only = if changed { None } else { Some(&touched) };
+        if server.outgoing_needs_document(only) {
+            materialise(server);
+        }
+        for (link, m) in server.outgoing(only) {
+            // Durability: everything advertised is in the stored form.
+            assert!(m.heads.iter().all(|h| server.stored().heads.contains(h)
+                || load_document(server.stored()).expect("loads").get_change_by_hash(h).is_some()));
+            peers[link.conn as usize].to_peer.push_back(m.encode());
+        }
+    }
+
+    fn peer_sends(peer: &mut ModelPeer) {
+        if let Some(m) = peer.doc.generate_sync_message(&mut peer.state) {
+            peer.to_server.push_back(m.encode());
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Peers fetching, editing and acknowledging in any interleaving, with the server
+        /// document loaded and unloaded as it goes, all end with the same document, and the
+        /// server never advertises heads it has not stored.
+        #[test]
+        fn any_interleaving_converges(steps in proptest::collection::vec(step(), 0..80)) {
+            let base = board_with_tasks(5);
+            let stored = StoredDoc { snapshot: Some(base.save()), changes: Vec::new(), heads: base.get_heads() };
+            let mut server = DocState::dormant(stored);
+            let mut peers: Vec<ModelPeer> = (0..3)
+                .map(|n| ModelPeer {
+                    doc: if n == 0 { base.clone() } else { Automerge::new() },
+                    state: sync::State::new(),
+                    to_server: Default::default(),
+                    to_peer: Default::default(),
+                })
+                .collect();
+            for n in 0..3 {
+                let (l, outbox) = link(n as ConnId);
+                std::mem::forget(outbox);
+                server.attach(l);
+                peer_sends(&mut peers[n]);
+            }
+            let mut edits = 0;
+            for step in steps {
+                match step {
+                    Step::Edit(n) => {
+                        let peer = &mut peers[n];
+                        if peer.doc.get(automerge::ROOT, "tasks").ok().flatten().is_some() {
+                            let mut tx = peer.doc.transaction();
+                            ops::add_task(&mut tx, NewTask::titled(format!("edit {edits}"), "m"), 0).expect("task");
+                            tx.commit();
+                            edits += 1;
+                        }
+                        peer_sends(peer);
+                    }
+                    Step::Send(n) => peer_sends(&mut peers[n]),
+                    Step::DeliverToServer(n) => {
+                        if let Some(frame) = peers[n].to_server.pop_front() {
+                            server_receives(&mut server, &mut peers, n, &frame);
+                        }
+                    }
+                    Step::DeliverToPeer(n) => {
+                        let peer = &mut peers[n];
+                        if let Some(frame) = peer.to_peer.pop_front() {
+                            let m = sync::Message::decode(&frame).expect("valid frame");
+                            peer.doc.receive_sync_message(&mut peer.state, m).expect("peer receives");
+                            peer_sends(peer);
+                        }
+                    }
+                    Step::Unload => {
+                        server.unload();
+                    }
+                }
+            }
+            // Let everything settle: deliver until nothing is in flight and nobody has more to say.
+            for _ in 0..200 {
+                let mut moved = false;
+                for n in 0..3 {
+                    peer_sends(&mut peers[n]);
+                    while let Some(frame) = peers[n].to_server.pop_front() {
+                        server_receives(&mut server, &mut peers, n, &frame);
+                        moved = true;
+                    }
+                }
+                for peer in peers.iter_mut() {
+                    while let Some(frame) = peer.to_peer.pop_front() {
+                        let m = sync::Message::decode(&frame).expect("valid frame");
+                        peer.doc.receive_sync_message(&mut peer.state, m).expect("peer receives");
+                        peer_sends(peer);
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+            let heads = server.heads();
+            for peer in &peers {
+                proptest::prop_assert_eq!(peer.doc.get_heads(), heads.clone());
+            }
+            proptest::prop_assert!(server.is_persisted());
+            let stored = load_document(server.stored()).expect("stored form loads");
+            proptest::prop_assert_eq!(stored.get_heads(), heads);
+        }
     }
 
     #[test]
