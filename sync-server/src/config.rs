@@ -43,6 +43,10 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_SEND_QUEUE_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub send_queue_bytes: usize,
 
+    /// How often the server pings each peer; a peer silent for two intervals is disconnected.
+    #[arg(long, env = "TASKFLOW_KEEPALIVE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub keepalive: Duration,
+
     /// How long a document nobody has open stays in memory (e.g. 60s, 5m).
     #[arg(long, env = "TASKFLOW_EVICT_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub evict_after: Duration,
@@ -84,6 +88,7 @@ impl Config {
             max_frame_bytes: self.max_frame_bytes,
             max_docs_per_connection: self.max_docs_per_connection,
             send_queue_bytes: self.send_queue_bytes,
+            keepalive: self.keepalive,
         }
     }
 }
@@ -94,4 +99,5 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_docs_per_connection: usize,
     pub send_queue_bytes: usize,
+    pub keepalive: Duration,
 }

@@ -24,13 +24,19 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
     let conn = shared.next_conn_id();
     let (sink, mut stream) = socket.split();
     let (link, outbox) = PeerLink::new(conn, shared.limits.send_queue_bytes);
+    let keepalive = shared.limits.keepalive;
     let writer = tokio::spawn(write_loop(
         sink,
         outbox,
         link.clone(),
         shared.shutdown.clone(),
         shared.registry.server_peer().clone(),
+        keepalive,
     ));
+    // A peer that answers nothing (not even our pings) for two intervals is gone: its TCP
+    // connection may never report it, and its documents would otherwise stay open for ever.
+    let mut heard_from = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(keepalive);
 
     let mut session = Session {
         link,
@@ -43,14 +49,22 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
             biased;
             _ = session.link.killed() => break,
             _ = shared.shutdown.cancelled() => break,
+            _ = check.tick() => {
+                if heard_from.elapsed() > keepalive * 2 {
+                    session.reject(close_code::GOING_AWAY, "no answer to keepalive pings".into());
+                }
+            }
             frame = stream.next() => match frame {
                 None | Some(Ok(WsMessage::Close(_))) => break,
-                Some(Ok(WsMessage::Binary(bytes))) => session.on_frame(&bytes).await,
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    heard_from = tokio::time::Instant::now();
+                    session.on_frame(&bytes).await;
+                }
                 Some(Ok(WsMessage::Text(_))) => session.reject(
                     close_code::UNSUPPORTED_DATA,
                     "text frames are not part of the protocol: send CBOR in binary frames".into(),
                 ),
-                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => heard_from = tokio::time::Instant::now(),
                 Some(Err(e)) => {
                     let text = e.to_string();
                     if text.contains("too long") || text.contains("Space limit") {
@@ -229,7 +243,10 @@ async fn write_loop(
     link: PeerLink,
     shutdown: CancellationToken,
     server_peer: PeerId,
+    keepalive: std::time::Duration,
 ) {
+    let mut ping = tokio::time::interval(keepalive);
+    ping.tick().await;
     let close = |code: u16, reason: &str| {
         WsMessage::Close(Some(CloseFrame {
             code,
@@ -261,6 +278,12 @@ async fn write_loop(
             _ = shutdown.cancelled() => {
                 let _ = sink.send(close(close_code::GOING_AWAY, "server shutting down")).await;
                 break;
+            }
+            _ = ping.tick() => {
+                if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                    link.close(close_code::NORMAL, None);
+                    break;
+                }
             }
             frame = outbox.recv() => match frame {
                 Some(frame) => {

@@ -601,7 +601,9 @@ mod tests {
         if server.needs_document_for(&message) {
             materialise(server);
         }
-        server.receive(conn as ConnId, message).expect("server receives");
+        server
+            .receive(conn as ConnId, message)
+            .expect("server receives");
         let changes = server.unpersisted();
         let changed = !changes.is_empty();
         let heads = server.heads();
@@ -613,8 +615,13 @@ mod tests {
         }
         for (link, m) in server.outgoing(only) {
             // Durability: everything advertised is in the stored form.
-            assert!(m.heads.iter().all(|h| server.stored().heads.contains(h)
-                || load_document(server.stored()).expect("loads").get_change_by_hash(h).is_some()));
+            assert!(m.heads.iter().all(|h| {
+                server.stored().heads.contains(h)
+                    || load_document(server.stored())
+                        .expect("loads")
+                        .get_change_by_hash(h)
+                        .is_some()
+            }));
             peers[link.conn as usize].to_peer.push_back(m.encode());
         }
     }

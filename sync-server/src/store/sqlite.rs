@@ -13,8 +13,8 @@ use std::time::Duration;
 use automerge::ChangeHash;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 use taskflow_proto::DocumentId;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ChangeRow, DocumentRow, StoreError, StoredChange, StoredDoc, assemble, encode_heads};
 
@@ -122,7 +122,10 @@ impl SqliteStore {
         };
         let stopped = || StoreError::Write("the SQLite writer has stopped".into());
         self.appends.send(append).await.map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?.map_err(StoreError::Write)
+        committed
+            .await
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Write)
     }
 
     pub async fn compact(

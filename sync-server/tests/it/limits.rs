@@ -114,3 +114,54 @@ async fn a_peer_that_stops_reading_is_disconnected_not_buffered() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_no_pings_is_disconnected_and_its_documents_released() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.keepalive = Duration::from_millis(100);
+    config.evict_after = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+
+    let mut ghost = Peer::connect(&server.url(), "ghost").await.expect("join");
+    let id = ghost.create(board("Left open", 1)).await.expect("create");
+    ghost.until_server_has(id).await.expect("stored");
+
+    // The ghost stops reading (so it answers no pings), as a vanished client would. The server
+    // lets it go and releases its document. (Whether the ghost can still read the `error` and
+    // close frames depends on its TCP stack; a vanished client never does.)
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.shared.registry.open_documents() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "its document leaves memory"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.shared.connection_count(),
+        0,
+        "the connection is gone"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_reading_stays_connected_through_pings() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.keepalive = Duration::from_millis(100);
+    let server = TestServer::start(config).await;
+    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let id = ann.create(board("Alive", 1)).await.expect("create");
+    ann.until_server_has(id).await.expect("stored");
+    // Reading answers the pings (tungstenite replies with pongs).
+    ann.drain(Duration::from_millis(800)).await.expect("drain");
+    assert!(!ann.is_closed(), "{:?}", ann.events);
+    ann.edit(id, |d| crate::support::add_task(d, "still here"))
+        .await
+        .expect("edit");
+    ann.until_server_has(id).await.expect("still served");
+    server.stop().await;
+}
