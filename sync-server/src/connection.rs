@@ -107,7 +107,7 @@ impl Session {
             }
         };
         let Some(peer) = self.joined.clone() else {
-            return self.on_first_message(message).await;
+            return self.on_first_message(message);
         };
         match message {
             Message::Join { .. } => {
@@ -155,7 +155,7 @@ impl Session {
         }
     }
 
-    async fn on_first_message(&mut self, message: Message) {
+    fn on_first_message(&mut self, message: Message) {
         let Message::Join {
             sender_id,
             supported_protocol_versions,

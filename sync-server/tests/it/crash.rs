@@ -15,7 +15,8 @@ on_both_backends!(kill_nine_during_a_burst_loses_nothing_acknowledged);
 
 async fn kill_nine_during_a_burst_loses_nothing_acknowledged(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let server = ServerProcess::start(&db).await;
+    // Compacting every few changes puts compactions, not just appends, under the kill.
+    let server = ServerProcess::start_with(&db, &["--compact-after-changes", "4"]).await;
     let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
     let id = ann.create(board("Burst", 0)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");

@@ -144,7 +144,13 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start(db: &TestDb) -> ServerProcess {
+        Self::start_with(db, &[]).await
+    }
+
+    /// Starts the server with extra command-line flags.
+    pub async fn start_with(db: &TestDb, flags: &[&str]) -> ServerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow-server"));
+        command.args(flags);
         command
             .arg("--listen")
             .arg("127.0.0.1:0")
