@@ -111,6 +111,7 @@ impl Server {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/api/v1/sync", get(sync_socket))
+            .fallback(not_found)
             .with_state(self.shared.clone())
     }
 
@@ -145,6 +146,17 @@ impl Server {
 
 async fn healthz() -> Json<body::Health> {
     Json(body::Health { status: "ok" })
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        &format!(
+            "no route for {}; the sync endpoint is /api/v1/sync",
+            uri.path()
+        ),
+    )
 }
 
 async fn sync_socket(

@@ -4,6 +4,7 @@ mod support;
 
 mod bad_input;
 mod crash;
+mod http;
 mod interop_js;
 mod limits;
 mod sync;
