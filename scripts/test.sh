@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/taskflow/target}"
 
+# Invariant from ARCHITECTURE.md: `proto` does no I/O, so it depends on no runtime, socket,
+# database or HTTP crate.
+forbidden="$(cargo tree -p taskflow-proto -e normal --prefix none | awk '{print $1}' |
+    grep -E '^(tokio|mio|sqlx|axum|hyper|tungstenite|tokio-tungstenite|reqwest)$' || true)"
+if [ -n "$forbidden" ]; then
+    echo "taskflow-proto must do no I/O but depends on: $forbidden" >&2
+    exit 1
+fi
+
 scripts/services.sh
 if ! command -v cargo-nextest >/dev/null; then
     cargo install cargo-nextest --locked
