@@ -44,18 +44,23 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
         docs: HashSet::new(),
         shared: shared.clone(),
     };
-    loop {
+    // Whether the socket can still be read after the loop: we are closing, not the peer.
+    let readable = loop {
         tokio::select! {
             biased;
-            _ = session.link.killed() => break,
-            _ = shared.shutdown.cancelled() => break,
+            _ = session.link.killed() => break true,
+            _ = shared.shutdown.cancelled() => {
+                // Give the reason before `end` gives its own (the first reason wins).
+                session.link.close(close_code::GOING_AWAY, None);
+                break true;
+            }
             _ = check.tick() => {
                 if heard_from.elapsed() > keepalive * 2 {
                     session.reject(close_code::GOING_AWAY, "no answer to keepalive pings".into());
                 }
             }
             frame = stream.next() => match frame {
-                None | Some(Ok(WsMessage::Close(_))) => break,
+                None | Some(Ok(WsMessage::Close(_))) => break false,
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     heard_from = tokio::time::Instant::now();
                     session.on_frame(&bytes).await;
@@ -73,14 +78,30 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
                             format!("message exceeds the {} byte limit", shared.limits.max_frame_bytes),
                         );
                     }
-                    break;
+                    break false;
                 }
             },
         }
-    }
+    };
     session.end().await;
     let _ = writer.await;
+    if readable {
+        // Finish the closing handshake: read until the peer answers our close frame. Closing
+        // the socket with its frames unread would make TCP reset the connection, and a reset
+        // throws away our `error` and close frames before the peer reads them.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
+
+/// How long a closing connection waits for the peer's close frame.
+const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Session {
     /// Carries the joined peer id once the handshake is done.

@@ -360,7 +360,11 @@ impl Peer {
 
     /// Processes whatever arrives until nothing has for `quiet`, or the socket closes.
     pub async fn drain(&mut self, quiet: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
         loop {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the server never went quiet for {quiet:?} within {DEFAULT_TIMEOUT:?}");
+            }
             match tokio::time::timeout(quiet, self.next_message(DEFAULT_TIMEOUT)).await {
                 Err(_) | Ok(Ok(None)) => return Ok(()),
                 Ok(Ok(Some(message))) => self.absorb(message).await?,

@@ -139,11 +139,14 @@ async fn a_peer_that_answers_no_pings_is_disconnected_and_its_documents_released
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        server.shared.connection_count(),
-        0,
-        "the connection is gone"
-    );
+    // The connection itself ends once the closing handshake gives up on the silent peer.
+    while server.shared.connection_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.stop().await;
 }
 
