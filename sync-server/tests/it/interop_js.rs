@@ -92,3 +92,18 @@ async fn js_and_rust_peers_see_each_others_edits() {
     assert_eq!(board.tasks.len(), 2);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_js_client_learns_promptly_that_a_document_is_unavailable() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let out = json(&node(&["find-missing", &server.url()]).await);
+    assert_eq!(out["unavailable"], true, "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{out}"
+    );
+    server.stop().await;
+}

@@ -11,7 +11,7 @@
 //   node peer.mjs wait-task       <wsUrl> <docUrl> <title> [timeoutMs]
 //   node peer.mjs show            <wsUrl> <docUrl>
 //   node peer.mjs ephemeral-relay <wsUrl> <docUrl>
-import { Repo, isValidAutomergeUrl } from "@automerge/automerge-repo"
+import { Repo, isValidAutomergeUrl, generateAutomergeUrl } from "@automerge/automerge-repo"
 import { WebSocketClientAdapter } from "@automerge/automerge-repo-network-websocket"
 import * as A from "@automerge/automerge"
 
@@ -472,6 +472,21 @@ async function ephemeralRelay(wsUrl, docUrl) {
   return result
 }
 
+/** find() of a document nobody has: the client must learn it is unavailable, not hang. */
+async function findMissing(wsUrl) {
+  const repo = newRepo(wsUrl)
+  await connected(repo, wsUrl)
+  const url = generateAutomergeUrl()
+  const started = Date.now()
+  try {
+    await findOnce(repo, url)
+  } catch (e) {
+    if (e instanceof Timeout) throw e
+    return { unavailable: true, url, ms: Date.now() - started, error: String(e?.message ?? e) }
+  }
+  throw new Error(`find(${url}) resolved for a document nobody has`)
+}
+
 // ---------------------------------------------------------------- main
 
 const commands = {
@@ -481,6 +496,7 @@ const commands = {
   "wait-task": { n: [3, 4], run: ([u, d, t, ms]) => waitTask(checkWsUrl(u), checkDocUrl(d), t, ms) },
   show: { n: [2, 2], run: ([u, d]) => show(checkWsUrl(u), checkDocUrl(d)) },
   "ephemeral-relay": { n: [2, 2], run: ([u, d]) => ephemeralRelay(checkWsUrl(u), checkDocUrl(d)) },
+  "find-missing": { n: [1, 1], run: ([u]) => findMissing(checkWsUrl(u)) },
 }
 
 const cmd = commands[sub]
