@@ -237,16 +237,7 @@ async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let (first, total) = fetch(&server.url, id, "fresh-mem").await?;
-    report(
-        t,
-        "fresh fetch, in memory: first reply",
-        format!("{:.1} ms", ms(first)),
-    );
-    report(
-        t,
-        "fresh fetch, in memory: complete",
-        format!("{:.1} ms", ms(total)),
-    );
+    report_fetch(t, "in memory", first, total);
     report(
         t,
         "RSS with the board loaded",
@@ -255,16 +246,7 @@ async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
 
     server = server.restart().await?;
     let (first, total) = fetch(&server.url, id, "fresh-disk").await?;
-    report(
-        t,
-        "fresh fetch, from storage after restart: first reply",
-        format!("{:.1} ms", ms(first)),
-    );
-    report(
-        t,
-        "fresh fetch, from storage after restart: complete",
-        format!("{:.1} ms", ms(total)),
-    );
+    report_fetch(t, "from storage after restart", first, total);
     Ok(())
 }
 
@@ -469,6 +451,19 @@ async fn connect(url: &str, name: &str) -> anyhow::Result<Peer> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(last.unwrap_or_else(|| anyhow!("no attempt made")))
+}
+
+fn report_fetch(t: Target, from: &str, first: Duration, total: Duration) {
+    report(
+        t,
+        &format!("fresh fetch, {from}: first reply"),
+        format!("{:.1} ms", ms(first)),
+    );
+    report(
+        t,
+        &format!("fresh fetch, {from}: complete"),
+        format!("{:.1} ms", ms(total)),
+    );
 }
 
 fn ms(d: Duration) -> f64 {

@@ -126,10 +126,6 @@ impl PeerLink {
         self.kill.cancel();
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.kill.is_cancelled()
-    }
-
     pub fn killed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.kill.cancelled()
     }
