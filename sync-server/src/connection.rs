@@ -1,8 +1,10 @@
 //! One WebSocket peer: the handshake, decoding, routing to document actors, and limits.
 //!
-//! Each connection is two tasks: this reader, which decodes frames and hands document messages
-//! to the [`Registry`], and a writer, which drains the connection's bounded send queue into the
-//! socket. Anything wrong with what a peer sends closes that peer's connection with an `error`
+//! Each connection is one task owning its socket: it decodes incoming frames and hands document
+//! messages to the [`Registry`], and drains the connection's bounded send queue into the
+//! socket. (Not split into reader and writer tasks: tungstenite's reads also write, and the two
+//! halves polled from two tasks lose each other's wake-ups, stalling a connection until some
+//! other event.) Anything wrong with what a peer sends closes that peer's connection with an `error`
 //! message saying what; other peers never notice.
 
 use std::collections::HashSet;
@@ -10,33 +12,22 @@ use std::sync::Arc;
 
 use automerge::sync;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
 use taskflow_proto::wire::{Message, PROTOCOL_V1, PeerMetadata};
 use taskflow_proto::{DocumentId, PeerId};
-use tokio_util::sync::CancellationToken;
 
 use crate::doc::{DocCommand, Open};
-use crate::link::{Outbox, PeerLink, close_code};
+use crate::link::{PeerLink, close_code};
 use crate::server::Shared;
 
-pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
+pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>) {
     let conn = shared.next_conn_id();
-    let (sink, mut stream) = socket.split();
-    let (link, outbox) = PeerLink::new(conn, shared.limits.send_queue_bytes);
+    let (link, mut outbox) = PeerLink::new(conn, shared.limits.send_queue_bytes);
     let keepalive = shared.limits.keepalive;
-    let writer = tokio::spawn(write_loop(
-        sink,
-        outbox,
-        link.clone(),
-        shared.shutdown.clone(),
-        shared.registry.server_peer().clone(),
-        keepalive,
-    ));
     // A peer that answers nothing (not even our pings) for two intervals is gone: its TCP
     // connection may never report it, and its documents would otherwise stay open for ever.
     let mut heard_from = tokio::time::Instant::now();
-    let mut check = tokio::time::interval(keepalive);
+    let mut tick = tokio::time::interval(keepalive);
+    tick.tick().await;
 
     let mut session = Session {
         link,
@@ -54,12 +45,22 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
                 session.link.close(close_code::GOING_AWAY, None);
                 break true;
             }
-            _ = check.tick() => {
+            _ = tick.tick() => {
                 if heard_from.elapsed() > keepalive * 2 {
                     session.reject(close_code::GOING_AWAY, "no answer to keepalive pings".into());
+                } else if socket.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
+                    break false;
                 }
             }
-            frame = stream.next() => match frame {
+            frame = outbox.recv() => match frame {
+                Some(frame) => {
+                    if socket.send(WsMessage::Binary(frame.into())).await.is_err() {
+                        break false;
+                    }
+                }
+                None => break true,
+            },
+            frame = socket.recv() => match frame {
                 None | Some(Ok(WsMessage::Close(_))) => break false,
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     heard_from = tokio::time::Instant::now();
@@ -83,14 +84,15 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
             },
         }
     };
+    let link = session.link.clone();
     session.end().await;
-    let _ = writer.await;
+    send_close(&mut socket, &link, shared.registry.server_peer()).await;
     if readable {
         // Finish the closing handshake: read until the peer answers our close frame. Closing
         // the socket with its frames unread would make TCP reset the connection, and a reset
         // throws away our `error` and close frames before the peer reads them.
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-            while let Some(Ok(frame)) = stream.next().await {
+            while let Some(Ok(frame)) = socket.recv().await {
                 if matches!(frame, WsMessage::Close(_)) {
                     break;
                 }
@@ -102,6 +104,31 @@ pub async fn serve(socket: WebSocket, shared: Arc<Shared>) {
 
 /// How long a closing connection waits for the peer's close frame.
 const CLOSE_HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the `error` message (when the close has a reason to give) and the close frame. Either
+/// may fail when the peer is already gone; there is nobody left to tell.
+async fn send_close(socket: &mut WebSocket, link: &PeerLink, server_peer: &PeerId) {
+    let reason = link.close_reason();
+    let (code, text) = match &reason {
+        Some(r) => (r.code, r.message.clone()),
+        None => (close_code::NORMAL, None),
+    };
+    if let (Some(text), Some(r)) = (&text, &reason) {
+        let error = Message::Error {
+            sender_id: server_peer.clone(),
+            target_id: (!r.peer_id.as_str().is_empty()).then(|| r.peer_id.clone()),
+            message: text.clone(),
+        };
+        let _ = socket.send(WsMessage::Binary(error.encode().into())).await;
+    }
+    // Close reasons are limited to 123 bytes by the WebSocket protocol.
+    let short: String = text.unwrap_or_default().chars().take(100).collect();
+    let frame = CloseFrame {
+        code,
+        reason: short.into(),
+    };
+    let _ = socket.send(WsMessage::Close(Some(frame))).await;
+}
 
 struct Session {
     /// Carries the joined peer id once the handshake is done.
@@ -253,69 +280,7 @@ impl Session {
                 .await;
         }
         self.shared.unregister_peer(&self.link);
-        // Lets the writer finish; a reason given earlier (an error) wins.
+        // Tells the connection task to close; a reason given earlier (an error) wins.
         self.link.close(close_code::NORMAL, None);
     }
-}
-
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, WsMessage>,
-    mut outbox: Outbox,
-    link: PeerLink,
-    shutdown: CancellationToken,
-    server_peer: PeerId,
-    keepalive: std::time::Duration,
-) {
-    let mut ping = tokio::time::interval(keepalive);
-    ping.tick().await;
-    let close = |code: u16, reason: &str| {
-        WsMessage::Close(Some(CloseFrame {
-            code,
-            reason: reason.to_owned().into(),
-        }))
-    };
-    loop {
-        tokio::select! {
-            biased;
-            _ = link.killed() => {
-                let reason = link.close_reason();
-                let (code, text) = match &reason {
-                    Some(r) => (r.code, r.message.clone()),
-                    None => (close_code::NORMAL, None),
-                };
-                if let (Some(text), Some(r)) = (&text, &reason) {
-                    let error = Message::Error {
-                        sender_id: server_peer.clone(),
-                        target_id: (!r.peer_id.as_str().is_empty()).then(|| r.peer_id.clone()),
-                        message: text.clone(),
-                    };
-                    let _ = sink.send(WsMessage::Binary(error.encode().into())).await;
-                }
-                // Close reasons are limited to 123 bytes by the WebSocket protocol.
-                let short: String = text.unwrap_or_default().chars().take(100).collect();
-                let _ = sink.send(close(code, &short)).await;
-                break;
-            }
-            _ = shutdown.cancelled() => {
-                let _ = sink.send(close(close_code::GOING_AWAY, "server shutting down")).await;
-                break;
-            }
-            _ = ping.tick() => {
-                if sink.send(WsMessage::Ping(Vec::new().into())).await.is_err() {
-                    link.close(close_code::NORMAL, None);
-                    break;
-                }
-            }
-            frame = outbox.recv() => match frame {
-                Some(frame) => {
-                    if sink.send(WsMessage::Binary(frame.into())).await.is_err() {
-                        link.close(close_code::NORMAL, None);
-                        break;
-                    }
-                }
-                None => break,
-            },
-        }
-    }
-    let _ = sink.close().await;
 }

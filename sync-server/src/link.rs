@@ -49,7 +49,7 @@ pub struct PeerLink {
     reason: Arc<Mutex<Option<CloseReason>>>,
 }
 
-/// The writer's end of a connection's queue: frames plus the byte count to give back.
+/// The connection task's end of its queue: frames plus the byte count to give back.
 #[derive(Debug)]
 pub struct Outbox {
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
@@ -66,7 +66,7 @@ impl Outbox {
 }
 
 impl PeerLink {
-    /// A link for connection `conn` and the outbox its writer drains.
+    /// A link for connection `conn` and the outbox its connection task drains.
     pub fn new(conn: ConnId, max_queued_bytes: usize) -> (Self, Outbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
