@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the JavaScript interop kit (sync-server/tests/js: reference automerge-repo
+# Installs what the JavaScript interop kit (testkit/js: reference automerge-repo
 # server, peer.mjs CLI, capture.mjs) needs: node + npm (from Debian apt when missing) and the
 # pinned npm packages from package-lock.json. Idempotent and quiet on success; callable from
 # any cwd. (`npm install`, not `npm ci`: npm 11 rejects `npm ci` for cbor-x's optional deps.)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-js_dir="$here/../sync-server/tests/js"
+js_dir="$here/../testkit/js"
 js_dir="$(cd "$js_dir" && pwd)"
 log="$(mktemp -t js-deps.XXXXXX)"
 trap 'rm -f "$log"' EXIT

@@ -1,7 +1,7 @@
 //! `taskflow-bench`: measures a sync server from the outside, over loopback, with Rust peers.
 //!
 //! It starts the server under test as a child process — ours (`taskflow-server`) or the
-//! automerge-repo 2.5.6 reference server (`sync-server/tests/js/ref-server.mjs`) — so CPU time
+//! automerge-repo 2.5.6 reference server (`testkit/js/ref-server.mjs`) — so CPU time
 //! and RSS are the server's own (read from `/proc`), then runs bounded scenarios against it and
 //! prints one line per measurement. Every scenario has a fixed size and a timeout.
 
@@ -77,7 +77,7 @@ impl ServerUnderTest {
                 c
             }
             Target::Js => {
-                let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sync-server/tests/js");
+                let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testkit/js");
                 let mut c = Command::new("node");
                 c.current_dir(js).arg("ref-server.mjs").arg("0").arg(dir);
                 c

@@ -3,11 +3,13 @@
 //! - [`ids`]: document ids (base58check) and `automerge:` URLs, peer and storage ids.
 //! - [`wire`]: the automerge-repo network protocol v1 messages and their CBOR codec.
 //! - [`board`]: the board document schema, a typed read/write layer over Automerge.
+//! - [`presence`]: who views which board and task, as `ephemeral` payloads.
 //!
 //! This crate does no I/O: no sockets, files, clocks or threads. Time comes in as arguments.
 
 pub mod board;
 pub mod ids;
+pub mod presence;
 pub mod wire;
 
 pub use ids::{AutomergeUrl, DocumentId, IdError, PeerId, StorageId};

@@ -1,9 +1,14 @@
-//! A raw automerge-repo protocol peer over WebSocket, for tests and benchmarks.
+//! Test support: a raw automerge-repo protocol peer over WebSocket ([`Peer`], for tests and
+//! benchmarks), our server in-process with a crash switch ([`server`]), and the real JS peers
+//! ([`js`]).
 //!
 //! [`Peer`] speaks the wire protocol directly (join, sync, request, ephemeral) and keeps one
 //! Automerge replica plus sync state per document, so a test can drive exactly the frames it
 //! wants and observe exactly what the server answers. It also records the heads the server
 //! advertised for each document: what the server has told this peer it holds.
+
+pub mod js;
+pub mod server;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -156,27 +156,37 @@ impl Board {
     /// Reads the board held by `doc`.
     pub fn read(doc: &impl ReadDoc) -> Result<Board, SchemaError> {
         let r = Reader { doc };
-        let root = Path::root();
-        let schema_version = r.uint(&ROOT, "schemaVersion", &root)?;
+        let root_path = Path::root();
+        let root = Fields::of(doc, &ROOT);
+        let schema_version = r.uint(&root, "schemaVersion", &root_path)?;
         if schema_version != SCHEMA_VERSION {
             return Err(SchemaError::UnsupportedVersion(schema_version));
         }
-        let name = r.string(&ROOT, "name", &root)?;
+        let name = r.string(&root, "name", &root_path)?;
 
-        let columns_path = root.key("columns");
-        let columns_obj = r.object(&ROOT, "columns", ObjType::List, &root)?;
+        let columns_path = root_path.key("columns");
+        let columns_obj = r.object(&root, "columns", ObjType::List, &root_path)?;
         let mut columns = Vec::new();
         for index in 0..doc.length(&columns_obj) {
             let path = columns_path.index(index);
-            let obj = r.object(&columns_obj, index, ObjType::Map, &columns_path)?;
-            let wip_limit = match r.get(&obj, "wipLimit")? {
+            let obj = match doc.get(&columns_obj, index)? {
+                Some((Value::Object(ObjType::Map), id)) => id,
+                _ => {
+                    return Err(SchemaError::WrongType {
+                        path,
+                        expected: "a map",
+                    });
+                }
+            };
+            let fields = Fields::of(doc, &obj);
+            let wip_limit = match fields.get("wipLimit") {
                 None => None,
                 Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => None,
-                Some(_) => Some(r.uint(&obj, "wipLimit", &path)?),
+                Some(_) => Some(r.uint(&fields, "wipLimit", &path)?),
             };
             let column = Column {
-                id: ColumnId(r.string(&obj, "id", &path)?),
-                name: r.string(&obj, "name", &path)?,
+                id: ColumnId(r.string(&fields, "id", &path)?),
+                name: r.string(&fields, "name", &path)?,
                 wip_limit,
             };
             if columns.iter().any(|c: &Column| c.id == column.id) {
@@ -185,10 +195,18 @@ impl Board {
             columns.push(column);
         }
 
-        let tasks_obj = r.object(&ROOT, "tasks", ObjType::Map, &root)?;
+        let tasks_obj = r.object(&root, "tasks", ObjType::Map, &root_path)?;
+        let tasks_path = root_path.key("tasks");
         let mut tasks = BTreeMap::new();
-        for key in doc.keys(&tasks_obj) {
-            let task = r.task(&tasks_obj, &key, &root.key("tasks"))?;
+        for item in doc.map_range(&tasks_obj, ..) {
+            let path = tasks_path.key(&item.key);
+            if item.value != automerge::ValueRef::Object(ObjType::Map) {
+                return Err(SchemaError::WrongType {
+                    path,
+                    expected: "a map",
+                });
+            }
+            let task = r.task(&item.key, &item.id(), &path)?;
             if !columns.iter().any(|c| c.id == task.column) {
                 return Err(SchemaError::UnknownColumn {
                     task: task.id,
@@ -284,41 +302,66 @@ impl From<automerge::AutomergeError> for SchemaError {
     }
 }
 
+/// One map object's entries, read in a single pass (one `map_range` costs about what two
+/// single-key lookups do, and a task has a dozen fields).
+struct Fields {
+    /// Sorted by key, as `map_range` yields them.
+    entries: Vec<(String, Value<'static>, ObjId)>,
+}
+
+impl Fields {
+    fn of(doc: &impl ReadDoc, obj: &ObjId) -> Fields {
+        Fields {
+            entries: doc
+                .map_range(obj, ..)
+                .map(|item| {
+                    let id = item.id();
+                    (item.key.into_owned(), item.value.into_value(), id)
+                })
+                .collect(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<(&Value<'static>, &ObjId)> {
+        self.entries
+            .binary_search_by(|(k, _, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| (&self.entries[i].1, &self.entries[i].2))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _, _)| k.as_str())
+    }
+}
+
 /// Typed field access with paths for errors.
 struct Reader<'a, D> {
     doc: &'a D,
 }
 
 impl<D: ReadDoc> Reader<'_, D> {
-    fn get<P: Into<automerge::Prop>>(
+    fn required<'f>(
         &self,
-        obj: &ObjId,
-        prop: P,
-    ) -> Result<Option<(Value<'_>, ObjId)>, SchemaError> {
-        Ok(self.doc.get(obj, prop)?)
-    }
-
-    fn required<P: Into<automerge::Prop> + fmt::Display + Clone>(
-        &self,
-        obj: &ObjId,
-        prop: P,
+        fields: &'f Fields,
+        prop: &str,
         parent: &Path,
-    ) -> Result<(Value<'_>, ObjId), SchemaError> {
-        self.get(obj, prop.clone())?
-            .ok_or_else(|| SchemaError::Missing(parent.key(&prop.to_string())))
+    ) -> Result<(&'f Value<'static>, &'f ObjId), SchemaError> {
+        fields
+            .get(prop)
+            .ok_or_else(|| SchemaError::Missing(parent.key(prop)))
     }
 
-    fn object<P: Into<automerge::Prop> + fmt::Display + Clone>(
+    fn object(
         &self,
-        obj: &ObjId,
-        prop: P,
+        fields: &Fields,
+        prop: &str,
         want: ObjType,
         parent: &Path,
     ) -> Result<ObjId, SchemaError> {
-        match self.required(obj, prop.clone(), parent)? {
-            (Value::Object(t), id) if t == want => Ok(id),
+        match self.required(fields, prop, parent)? {
+            (Value::Object(t), id) if *t == want => Ok(id.clone()),
             _ => Err(SchemaError::WrongType {
-                path: parent.key(&prop.to_string()),
+                path: parent.key(prop),
                 expected: match want {
                     ObjType::List => "a list",
                     ObjType::Text => "text",
@@ -329,9 +372,9 @@ impl<D: ReadDoc> Reader<'_, D> {
     }
 
     /// Text as an Automerge `Text` object or a plain string scalar.
-    fn string(&self, obj: &ObjId, prop: &str, parent: &Path) -> Result<String, SchemaError> {
-        match self.required(obj, prop, parent)? {
-            (Value::Object(ObjType::Text), id) => Ok(self.doc.text(&id)?),
+    fn string(&self, fields: &Fields, prop: &str, parent: &Path) -> Result<String, SchemaError> {
+        match self.required(fields, prop, parent)? {
+            (Value::Object(ObjType::Text), id) => Ok(self.doc.text(id)?),
             (Value::Scalar(s), _) => match s.as_ref() {
                 ScalarValue::Str(s) => Ok(s.to_string()),
                 _ => Err(self.wrong(parent, prop, "a string")),
@@ -340,15 +383,20 @@ impl<D: ReadDoc> Reader<'_, D> {
         }
     }
 
-    fn scalar(&self, obj: &ObjId, prop: &str, parent: &Path) -> Result<ScalarValue, SchemaError> {
-        match self.required(obj, prop, parent)? {
-            (Value::Scalar(s), _) => Ok(s.into_owned()),
+    fn scalar<'f>(
+        &self,
+        fields: &'f Fields,
+        prop: &str,
+        parent: &Path,
+    ) -> Result<&'f ScalarValue, SchemaError> {
+        match self.required(fields, prop, parent)? {
+            (Value::Scalar(s), _) => Ok(s.as_ref()),
             _ => Err(self.wrong(parent, prop, "a scalar")),
         }
     }
 
-    fn uint(&self, obj: &ObjId, prop: &str, parent: &Path) -> Result<u64, SchemaError> {
-        match self.scalar(obj, prop, parent)? {
+    fn uint(&self, fields: &Fields, prop: &str, parent: &Path) -> Result<u64, SchemaError> {
+        match *self.scalar(fields, prop, parent)? {
             ScalarValue::Uint(n) => Ok(n),
             ScalarValue::Int(n) if n >= 0 => Ok(n as u64),
             ScalarValue::F64(f) if f >= 0.0 && f.fract() == 0.0 => Ok(f as u64),
@@ -356,38 +404,44 @@ impl<D: ReadDoc> Reader<'_, D> {
         }
     }
 
-    fn bool(&self, obj: &ObjId, prop: &str, parent: &Path) -> Result<bool, SchemaError> {
-        match self.scalar(obj, prop, parent)? {
-            ScalarValue::Boolean(b) => Ok(b),
+    fn bool(&self, fields: &Fields, prop: &str, parent: &Path) -> Result<bool, SchemaError> {
+        match self.scalar(fields, prop, parent)? {
+            ScalarValue::Boolean(b) => Ok(*b),
             _ => Err(self.wrong(parent, prop, "a boolean")),
         }
     }
 
-    fn millis(&self, obj: &ObjId, prop: &str, parent: &Path) -> Result<Millis, SchemaError> {
-        scalar_millis(&self.scalar(obj, prop, parent)?)
+    fn millis(&self, fields: &Fields, prop: &str, parent: &Path) -> Result<Millis, SchemaError> {
+        scalar_millis(self.scalar(fields, prop, parent)?)
             .ok_or_else(|| self.wrong(parent, prop, "a timestamp"))
     }
 
     fn optional_millis(
         &self,
-        obj: &ObjId,
+        fields: &Fields,
         prop: &str,
         parent: &Path,
     ) -> Result<Option<Millis>, SchemaError> {
-        match self.get(obj, prop)? {
+        match fields.get(prop) {
             None => Ok(None),
             Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => Ok(None),
-            Some(_) => self.millis(obj, prop, parent).map(Some),
+            Some(_) => self.millis(fields, prop, parent).map(Some),
         }
     }
 
     /// A map used as a set: the keys whose value is `true`.
-    fn set(&self, obj: &ObjId, prop: &str, parent: &Path) -> Result<BTreeSet<String>, SchemaError> {
-        let set = self.object(obj, prop, ObjType::Map, parent)?;
+    fn set(
+        &self,
+        fields: &Fields,
+        prop: &str,
+        parent: &Path,
+    ) -> Result<BTreeSet<String>, SchemaError> {
+        let set = Fields::of(self.doc, &self.object(fields, prop, ObjType::Map, parent)?);
+        let path = parent.key(prop);
         let mut out = BTreeSet::new();
-        for key in self.doc.keys(&set) {
-            if self.bool(&set, &key, &parent.key(prop))? {
-                out.insert(key);
+        for key in set.keys() {
+            if self.bool(&set, key, &path)? {
+                out.insert(key.to_owned());
             }
         }
         Ok(out)
@@ -400,39 +454,44 @@ impl<D: ReadDoc> Reader<'_, D> {
         }
     }
 
-    fn task(&self, tasks: &ObjId, key: &str, parent: &Path) -> Result<Task, SchemaError> {
-        let obj = self.object(tasks, key, ObjType::Map, parent)?;
-        let path = parent.key(key);
-        let id = self.string(&obj, "id", &path)?;
+    fn task(&self, key: &str, obj: &ObjId, path: &Path) -> Result<Task, SchemaError> {
+        let fields = Fields::of(self.doc, obj);
+        let id = self.string(&fields, "id", path)?;
         if id != key {
             return Err(SchemaError::InvalidValue {
                 path: path.key("id"),
                 problem: format!("`{id}` differs from its key `{key}`"),
             });
         }
-        let order_text = self.string(&obj, "order", &path)?;
+        let order_text = self.string(&fields, "order", path)?;
         let order = OrderKey::parse(&order_text).map_err(|e| SchemaError::InvalidValue {
             path: path.key("order"),
             problem: e.to_string(),
         })?;
-        let priority_text = self.string(&obj, "priority", &path)?;
+        let priority_text = self.string(&fields, "priority", path)?;
         let priority =
             Priority::parse(&priority_text).ok_or_else(|| SchemaError::InvalidValue {
                 path: path.key("priority"),
                 problem: format!("unknown priority `{priority_text}`"),
             })?;
 
-        let comments_obj = self.object(&obj, "comments", ObjType::Map, &path)?;
+        let comments_obj = self.object(&fields, "comments", ObjType::Map, path)?;
         let comments_path = path.key("comments");
         let mut comments = Vec::new();
-        for ckey in self.doc.keys(&comments_obj) {
-            let cobj = self.object(&comments_obj, ckey.as_str(), ObjType::Map, &comments_path)?;
-            let cpath = comments_path.key(&ckey);
+        for item in self.doc.map_range(&comments_obj, ..) {
+            let cpath = comments_path.key(&item.key);
+            if item.value != automerge::ValueRef::Object(ObjType::Map) {
+                return Err(SchemaError::WrongType {
+                    path: cpath,
+                    expected: "a map",
+                });
+            }
+            let comment = Fields::of(self.doc, &item.id());
             comments.push(Comment {
-                id: CommentId(self.string(&cobj, "id", &cpath)?),
-                author: self.string(&cobj, "author", &cpath)?,
-                body: self.string(&cobj, "body", &cpath)?,
-                created_at: self.millis(&cobj, "createdAt", &cpath)?,
+                id: CommentId(self.string(&comment, "id", &cpath)?),
+                author: self.string(&comment, "author", &cpath)?,
+                body: self.string(&comment, "body", &cpath)?,
+                created_at: self.millis(&comment, "createdAt", &cpath)?,
             });
         }
         comments.sort_by(|a, b| {
@@ -443,18 +502,18 @@ impl<D: ReadDoc> Reader<'_, D> {
 
         Ok(Task {
             id: TaskId(id),
-            title: self.string(&obj, "title", &path)?,
-            description: self.string(&obj, "description", &path)?,
-            column: ColumnId(self.string(&obj, "column", &path)?),
+            title: self.string(&fields, "title", path)?,
+            description: self.string(&fields, "description", path)?,
+            column: ColumnId(self.string(&fields, "column", path)?),
             order,
-            assignees: self.set(&obj, "assignees", &path)?,
-            labels: self.set(&obj, "labels", &path)?,
+            assignees: self.set(&fields, "assignees", path)?,
+            labels: self.set(&fields, "labels", path)?,
             priority,
-            due: self.optional_millis(&obj, "due", &path)?,
-            created_by: self.string(&obj, "createdBy", &path)?,
-            created_at: self.millis(&obj, "createdAt", &path)?,
-            updated_at: self.millis(&obj, "updatedAt", &path)?,
-            archived: self.bool(&obj, "archived", &path)?,
+            due: self.optional_millis(&fields, "due", path)?,
+            created_by: self.string(&fields, "createdBy", path)?,
+            created_at: self.millis(&fields, "createdAt", path)?,
+            updated_at: self.millis(&fields, "updatedAt", path)?,
+            archived: self.bool(&fields, "archived", path)?,
             comments,
         })
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use automerge::transaction::Transactable;
-use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 
 use super::{ColumnId, CommentId, Millis, OrderKey, Priority, SCHEMA_VERSION, SchemaError, TaskId};
 
@@ -76,7 +76,12 @@ pub fn create_board<D: Transactable>(doc: &mut D, name: &str) -> Result<(), Sche
     if doc.get(ROOT, "schemaVersion")?.is_some() {
         return Err(SchemaError::AlreadyABoard);
     }
-    doc.put(ROOT, "schemaVersion", SCHEMA_VERSION)?;
+    // A signed integer: JS Automerge reads unsigned ones as BigInt, which JSON cannot carry.
+    doc.put(
+        ROOT,
+        "schemaVersion",
+        ScalarValue::Int(SCHEMA_VERSION as i64),
+    )?;
     doc.put(ROOT, "name", name)?;
     let columns = doc.put_object(ROOT, "columns", ObjType::List)?;
     for (index, (id, name)) in DEFAULT_COLUMNS.into_iter().enumerate() {
@@ -312,13 +317,6 @@ fn read_string<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<Option<Str
     })
 }
 
-fn read_bool<D: ReadDoc>(doc: &D, obj: &ObjId, key: &str) -> Result<bool, SchemaError> {
-    Ok(matches!(
-        doc.get(obj, key)?,
-        Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Boolean(true))
-    ))
-}
-
 /// The order key for a card placed at `position` in `column`, ignoring the card itself.
 ///
 /// When concurrent edits left two neighbours with equal keys, no key fits between them; the run
@@ -333,23 +331,31 @@ fn order_for<D: Transactable>(
         return Ok(key.clone());
     }
     let tasks = map_at(doc, &ROOT, "tasks")?;
+    // One pass over the tasks and one over each task's fields: the cheap way to read a column
+    // off a large board.
     let mut siblings: Vec<(OrderKey, TaskId, ObjId)> = Vec::new();
-    for key in doc.keys(&tasks).collect::<Vec<_>>() {
-        if moving.is_some_and(|m| m.as_str() == key) {
+    for task in doc.map_range(&tasks, ..) {
+        let is_map = task.value == ValueRef::Object(ObjType::Map);
+        if moving.is_some_and(|m| m.as_str() == task.key) || !is_map {
             continue;
         }
-        let Some((Value::Object(ObjType::Map), obj)) = doc.get(&tasks, key.as_str())? else {
-            continue;
-        };
-        let in_column = read_string(doc, &obj, "column")?.is_some_and(|c| c == column.as_str());
-        if !in_column || read_bool(doc, &obj, "archived")? {
-            continue;
+        let obj = task.id();
+        let (mut in_column, mut archived, mut order) = (false, false, None);
+        for field in doc.map_range(&obj, ..) {
+            match (field.key.as_ref(), &field.value) {
+                ("column", ValueRef::Scalar(ScalarValueRef::Str(c))) => {
+                    in_column = c.as_ref() == column.as_str();
+                }
+                ("archived", ValueRef::Scalar(ScalarValueRef::Boolean(a))) => archived = *a,
+                ("order", ValueRef::Scalar(ScalarValueRef::Str(o))) => {
+                    order = OrderKey::parse(o).ok();
+                }
+                _ => {}
+            }
         }
-        let Some(order) = read_string(doc, &obj, "order")?.and_then(|o| OrderKey::parse(&o).ok())
-        else {
-            continue;
-        };
-        siblings.push((order, TaskId(key), obj));
+        if let (true, false, Some(order)) = (in_column, archived, order) {
+            siblings.push((order, TaskId(task.key.into_owned()), obj));
+        }
     }
     siblings.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
 

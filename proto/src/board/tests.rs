@@ -48,6 +48,16 @@ fn a_new_board_has_the_default_columns_and_no_tasks() {
 }
 
 #[test]
+fn numbers_are_written_as_signed_integers_so_js_reads_plain_numbers() {
+    let doc = board_doc();
+    let (value, _) = doc
+        .get(ROOT, "schemaVersion")
+        .expect("read")
+        .expect("present");
+    assert_eq!(value.as_scalar(), Some(&ScalarValue::Int(1)));
+}
+
+#[test]
 fn creating_a_board_twice_is_refused() {
     let mut doc = board_doc();
     assert_eq!(

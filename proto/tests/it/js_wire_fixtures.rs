@@ -1,5 +1,5 @@
 //! Every frame in `tests/fixtures/js-wire/` (captured from `@automerge/automerge-repo` 2.5.6 by
-//! `sync-server/tests/js/capture.mjs`) decodes to the message its file name says, its Automerge
+//! `testkit/js/capture.mjs`) decodes to the message its file name says, its Automerge
 //! payload parses, and re-encoding it decodes to the same message.
 
 use std::fs;

@@ -1,49 +1,12 @@
 //! Interop with the real `@automerge/automerge-repo` 2.5.6 JS client through our server.
-//! The Node side is `tests/js/peer.mjs` (dependencies installed by `scripts/js-deps.sh`).
-
-use std::path::PathBuf;
-use std::process::Output;
+//! The Node side is `testkit/js/peer.mjs` (dependencies installed by `scripts/js-deps.sh`).
 
 use taskflow_proto::AutomergeUrl;
 use taskflow_proto::board::Board;
 use taskflow_testkit::Peer;
+use taskflow_testkit::js::{json, node};
 
 use crate::support::{Backend, TestDb, TestServer, add_task, task_titles};
-
-fn js_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-async fn node(args: &[&str]) -> Output {
-    assert!(
-        js_dir().join("node_modules").exists(),
-        "JS dependencies missing: run scripts/js-deps.sh (the test script does)"
-    );
-    let output = tokio::process::Command::new("node")
-        .arg("peer.mjs")
-        .args(args)
-        .current_dir(js_dir())
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "node peer.mjs {args:?} failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn json(output: &Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .expect("a JSON line");
-    serde_json::from_str(line).expect("valid JSON")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_js_clients_sync_and_relay_ephemeral_messages_through_our_server() {

@@ -1,0 +1,7 @@
+//! client-core against real servers: ours (in-process, crashable) and the stock JS one.
+
+mod interop;
+mod offline;
+mod presence;
+mod support;
+mod sync;

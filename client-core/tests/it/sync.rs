@@ -1,0 +1,318 @@
+//! Syncing with our server: edits flow both ways live, offline edits merge on reconnect, a crash
+//! mid-sync is survived, and a reconnect sends only what changed.
+
+use std::collections::BTreeSet;
+
+use taskflow_client_core::board::ops::{Position, TaskEdit};
+use taskflow_client_core::board::{Board, ColumnId};
+use taskflow_client_core::store::ReplicaStore;
+use taskflow_client_core::{ClientEvent, ConnectionState, Edit, Origin, SyncStatus};
+use taskflow_proto::StorageId;
+use taskflow_testkit::Peer;
+use taskflow_testkit::server::TestServer;
+
+use crate::support::{add_task, client, next_event, synced, titles, until_board};
+
+/// What the server holds of a board, read by a fresh raw peer.
+async fn server_board(server: &TestServer, id: taskflow_client_core::DocumentId) -> Board {
+    let mut peer = Peer::connect(&server.url(), "inspector")
+        .await
+        .expect("join");
+    peer.request(id).await.expect("request");
+    peer.until_doc(id, |d| Board::read(d).is_ok())
+        .await
+        .expect("the server has the board");
+    Board::read(peer.doc(id)).expect("a board")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_reach_the_other_client_live_with_a_notice_of_what_changed() {
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start(server_dir.path()).await;
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = client(a_dir.path(), "ann", Some(&server.url())).await;
+    let b = client(b_dir.path(), "bob", Some(&server.url())).await;
+
+    let board = a.create_board("Launch").await.expect("create");
+    let task = add_task(&a, board, "write the announcement").await;
+    synced(&a, board).await;
+
+    b.fetch(board).await.expect("fetch");
+    synced(&b, board).await;
+    assert_eq!(b.board(board).await.expect("board").name, "Launch");
+
+    let mut a_events = a.subscribe();
+    let edit = TaskEdit {
+        title: Some("write the launch post".into()),
+        ..TaskEdit::default()
+    };
+    b.edit(
+        board,
+        Edit::EditTask {
+            task: task.clone(),
+            edit,
+        },
+    )
+    .await
+    .expect("edit");
+    b.edit(
+        board,
+        Edit::MoveTask {
+            task: task.clone(),
+            column: ColumnId::new("doing"),
+            position: Position::Top,
+        },
+    )
+    .await
+    .expect("move");
+    let seen = until_board(&a, board, |b| {
+        b.tasks[&task].title == "write the launch post" && b.tasks[&task].column.as_str() == "doing"
+    })
+    .await;
+    assert_eq!(seen.tasks.len(), 1);
+
+    // The notices A got say it was a remote change to that task's title and column.
+    let mut fields = BTreeSet::new();
+    while fields.len() < 2 {
+        let ClientEvent::Board(change) =
+            next_event(&mut a_events, |e| matches!(e, ClientEvent::Board(_))).await
+        else {
+            unreachable!()
+        };
+        assert_eq!(change.origin, Origin::Remote);
+        assert_eq!(change.tasks.keys().collect::<Vec<_>>(), [&task]);
+        fields.extend(
+            change.tasks[&task]
+                .fields
+                .iter()
+                .filter(|f| *f == "title" || *f == "column")
+                .cloned(),
+        );
+    }
+    synced(&a, board).await;
+    synced(&b, board).await;
+    assert_eq!(server_board(&server, board).await, seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_offline_edits_converge_once_the_server_is_back() {
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start(server_dir.path()).await;
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = client(a_dir.path(), "ann", Some(&server.url())).await;
+    let b = client(b_dir.path(), "bob", Some(&server.url())).await;
+    let board = a.create_board("Sprint").await.expect("create");
+    let task = add_task(&a, board, "fix login").await;
+    synced(&a, board).await;
+    b.fetch(board).await.expect("fetch");
+    synced(&b, board).await;
+
+    // The server goes down; both keep working.
+    let addr = server.addr;
+    server.crash();
+    let mut a_events = a.subscribe();
+    next_event(&mut a_events, |e| {
+        matches!(e, ClientEvent::Connection(ConnectionState::Offline { .. }))
+    })
+    .await;
+
+    // Both move the same card to different columns; A renames it, B comments on it.
+    a.edit(
+        board,
+        Edit::MoveTask {
+            task: task.clone(),
+            column: ColumnId::new("doing"),
+            position: Position::Top,
+        },
+    )
+    .await
+    .expect("a moves");
+    a.edit(
+        board,
+        Edit::EditTask {
+            task: task.clone(),
+            edit: TaskEdit {
+                title: Some("fix login on Safari".into()),
+                ..TaskEdit::default()
+            },
+        },
+    )
+    .await
+    .expect("a renames");
+    b.edit(
+        board,
+        Edit::MoveTask {
+            task: task.clone(),
+            column: ColumnId::new("done"),
+            position: Position::Bottom,
+        },
+    )
+    .await
+    .expect("b moves");
+    b.edit(
+        board,
+        Edit::AddComment {
+            task: task.clone(),
+            body: "works for me".into(),
+        },
+    )
+    .await
+    .expect("b comments");
+    add_task(&a, board, "from ann offline").await;
+    add_task(&b, board, "from bob offline").await;
+    assert!(matches!(
+        a.status(board).await.expect("status"),
+        SyncStatus::Offline { pending: 3 }
+    ));
+    assert!(matches!(
+        b.status(board).await.expect("status"),
+        SyncStatus::Offline { pending: 3 }
+    ));
+
+    let server = TestServer::start_on(server_dir.path(), addr).await;
+    // Each client reconnects by itself; both end with everything.
+    let want = |b: &Board| {
+        b.tasks.len() == 3
+            && b.tasks.values().any(|t| !t.comments.is_empty())
+            && b.tasks.values().any(|t| t.title == "fix login on Safari")
+    };
+    let a_board = until_board(&a, board, want).await;
+    let b_board = until_board(&b, board, |x| *x == a_board).await;
+    synced(&a, board).await;
+    synced(&b, board).await;
+    assert_eq!(a_board, b_board);
+    assert_eq!(server_board(&server, board).await, a_board);
+
+    // The card is in exactly one column: one of the two moves won, on every replica.
+    let card = &a_board.tasks[&task];
+    assert!(
+        ["doing", "done"].contains(&card.column.as_str()),
+        "{card:?}"
+    );
+    for column in &a_board.columns {
+        let here = a_board
+            .column_tasks(&column.id)
+            .iter()
+            .filter(|t| t.id == task)
+            .count();
+        assert_eq!(
+            here,
+            usize::from(column.id == card.column),
+            "column {}",
+            column.id
+        );
+    }
+    assert_eq!(card.title, "fix login on Safari");
+    assert_eq!(card.comments[0].body, "works for me");
+    assert_eq!(card.comments[0].author, "bob");
+    assert_eq!(
+        titles(&a_board),
+        [
+            "fix login on Safari",
+            "from ann offline",
+            "from bob offline"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_crash_mid_sync_is_retried_and_nothing_is_lost() {
+    let server_dir = tempfile::tempdir().expect("dir");
+    let client_dir = tempfile::tempdir().expect("dir");
+    // A big board made entirely offline.
+    let offline = client(client_dir.path(), "ann", None).await;
+    let board = offline.create_board("Backlog").await.expect("create");
+    for i in 0..1500 {
+        add_task(&offline, board, &format!("item {i}")).await;
+    }
+    offline.shutdown().await;
+
+    let server = TestServer::start(server_dir.path()).await;
+    let a = client(client_dir.path(), "ann", Some(&server.url())).await;
+    let mut events = a.subscribe();
+    a.board(board).await.expect("opens"); // opening starts the sync
+    next_event(&mut events, |e| {
+        matches!(
+            e,
+            ClientEvent::Status {
+                status: SyncStatus::Syncing { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    let server = server.restart().await;
+
+    synced(&a, board).await;
+    let held = server_board(&server, board).await;
+    assert_eq!(held.tasks.len(), 1500);
+    assert_eq!(held, a.board(board).await.expect("board"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_sends_only_what_changed() {
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start(server_dir.path()).await;
+    let client_dir = tempfile::tempdir().expect("dir");
+    let a = client(client_dir.path(), "ann", Some(&server.url())).await;
+    let board = a.create_board("Big").await.expect("create");
+    for i in 0..1000 {
+        add_task(&a, board, &format!("card {i}")).await;
+    }
+    synced(&a, board).await;
+    let ConnectionState::Online {
+        storage_id: Some(storage),
+    } = a.connection().await.expect("state")
+    else {
+        panic!("online with a storage id");
+    };
+    a.shutdown().await;
+
+    // What the server holds is remembered, keyed by the server's storage id.
+    let store = ReplicaStore::open(client_dir.path()).await.expect("store");
+    assert!(
+        store
+            .sync_state(&board, &storage)
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert!(
+        store
+            .sync_state(&board, &StorageId::new("another-server"))
+            .await
+            .expect("read")
+            .is_none()
+    );
+    drop(store);
+
+    // A fresh fetch of this board is ~100 KB; coming back with one new card is a few hundred bytes.
+    let b_dir = tempfile::tempdir().expect("dir");
+    let b = client(b_dir.path(), "bob", Some(&server.url())).await;
+    b.fetch(board).await.expect("fetch");
+    synced(&b, board).await;
+    add_task(&b, board, "one more").await;
+    synced(&b, board).await;
+
+    let a = client(client_dir.path(), "ann", Some(&server.url())).await;
+    let mut events = a.subscribe();
+    a.board(board).await.expect("opens");
+    synced(&a, board).await;
+    let mut received = 0;
+    while let Ok(event) = events.try_recv() {
+        if let ClientEvent::Received { bytes, .. } = event {
+            received += bytes;
+        }
+    }
+    assert!(
+        received > 0 && received < 5_000,
+        "received {received} bytes"
+    );
+    assert_eq!(a.board(board).await.expect("board").tasks.len(), 1001);
+}

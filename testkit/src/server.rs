@@ -1,0 +1,87 @@
+//! Our sync server for client tests: in the test process, on its own runtime and thread, so a
+//! test can crash it (every task and socket dropped at once, nothing flushed, as a kill -9 would)
+//! and start it again on the same port and data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use taskflow_sync_server::{Config, Server};
+use tokio::sync::oneshot;
+
+#[derive(Debug)]
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    crash: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts an embedded-mode (SQLite) server on a free loopback port.
+    pub async fn start(data_dir: &Path) -> TestServer {
+        Self::start_on(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on a given address (to come back where clients expect it after a crash).
+    pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> TestServer {
+        let mut config = Config::for_data_dir(data_dir);
+        config.listen = addr;
+        let (ready, listening) = oneshot::channel();
+        let (crash, crashed) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let server = Server::open(&config).await.expect("server opens");
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .expect("bind");
+                let _ = ready.send(listener.local_addr().expect("address"));
+                tokio::spawn(server.serve(listener, std::future::pending()));
+                let _ = crashed.await;
+            });
+            // Drops every task mid-flight: sockets close without a goodbye.
+            runtime.shutdown_background();
+        });
+        let addr = listening.await.expect("server started");
+        TestServer {
+            addr,
+            data_dir: data_dir.to_owned(),
+            crash: Some(crash),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/api/v1/sync", self.addr)
+    }
+
+    /// Stops the server abruptly; returns once its runtime is gone.
+    pub fn crash(mut self) {
+        self.crash_now();
+    }
+
+    /// Crashes and starts again on the same address and data directory.
+    pub async fn restart(mut self) -> TestServer {
+        self.crash_now();
+        Self::start_on(&self.data_dir, self.addr).await
+    }
+
+    fn crash_now(&mut self) {
+        if let Some(crash) = self.crash.take() {
+            let _ = crash.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.crash_now();
+    }
+}
