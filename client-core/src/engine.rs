@@ -101,10 +101,10 @@ enum Link {
     Disabled,
     Connecting {
         attempt: u32,
-        task: JoinHandle<Result<Online, String>>,
+        task: JoinHandle<Result<Box<Online>, String>>,
     },
     Online {
-        online: Online,
+        online: Box<Online>,
         /// Reset the backoff only once the server has actually synced something with us, so a
         /// server that accepts and then drops every connection is not hammered.
         attempt: u32,
@@ -118,7 +118,7 @@ enum Link {
 /// What woke the engine.
 enum Wake {
     Command(Option<Command>),
-    Connected(Result<Online, String>),
+    Connected(Result<Box<Online>, String>),
     Frame(Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>),
     Retry,
     Heartbeat,
@@ -496,23 +496,23 @@ impl Engine {
         }
     }
 
-    async fn on_online(&mut self, online: Online) {
+    async fn on_online(&mut self, online: Box<Online>) {
         let attempt = match self.link {
             Link::Connecting { attempt, .. } => attempt,
             _ => 0,
         };
         tracing::info!(server = %online.server_peer, "connected");
-        if let Some(storage) = &online.storage_id {
-            if self.last_storage.as_ref() != Some(storage) {
-                if let Err(e) = self
-                    .store
-                    .set_meta(META_SERVER_STORAGE, storage.as_str())
-                    .await
-                {
-                    tracing::warn!("remembering the server's storage id: {e}");
-                }
-                self.last_storage = Some(storage.clone());
+        if let Some(storage) = &online.storage_id
+            && self.last_storage.as_ref() != Some(storage)
+        {
+            if let Err(e) = self
+                .store
+                .set_meta(META_SERVER_STORAGE, storage.as_str())
+                .await
+            {
+                tracing::warn!("remembering the server's storage id: {e}");
             }
+            self.last_storage = Some(storage.clone());
         }
         let storage_id = online.storage_id.clone();
         self.link = Link::Online { online, attempt };
@@ -616,11 +616,11 @@ impl Engine {
                 self.on_sync(payload, bytes.len()).await;
             }
             Message::DocUnavailable { document_id, .. } => {
-                if let Some(replica) = self.docs.get_mut(&document_id) {
-                    if replica.is_empty() {
-                        replica.unavailable = true;
-                        self.announce_status(document_id);
-                    }
+                if let Some(replica) = self.docs.get_mut(&document_id)
+                    && replica.is_empty()
+                {
+                    replica.unavailable = true;
+                    self.announce_status(document_id);
                 }
             }
             Message::Ephemeral {
@@ -632,13 +632,12 @@ impl Engine {
                 if session_id == self.session {
                     return;
                 }
-                if let Some(presence) = Presence::decode(&data) {
-                    if self
+                if let Some(presence) = Presence::decode(&data)
+                    && self
                         .presence
                         .receive(document_id, session_id, presence, Instant::now())
-                    {
-                        self.emit_presence(document_id);
-                    }
+                {
+                    self.emit_presence(document_id);
                 }
             }
             Message::Error { message, .. } => {
@@ -693,15 +692,13 @@ impl Engine {
                 self.on_offline("the local store failed".into());
                 return;
             }
-        } else if shared_moved {
-            if let (Some(storage_id), Some(state)) = (&storage, state) {
-                let record = SyncRecord {
-                    storage_id,
-                    state: &state,
-                };
-                if let Err(e) = self.store.save_sync_state(&id, record).await {
-                    tracing::warn!(document = %id, "saving sync state: {e}");
-                }
+        } else if shared_moved && let (Some(storage_id), Some(state)) = (&storage, state) {
+            let record = SyncRecord {
+                storage_id,
+                state: &state,
+            };
+            if let Err(e) = self.store.save_sync_state(&id, record).await {
+                tracing::warn!(document = %id, "saving sync state: {e}");
             }
         }
         let change = BoardChange::describe(id, Origin::Remote, &patches);
@@ -878,7 +875,7 @@ async fn next_link_event(link: &mut Link) -> Wake {
 }
 
 /// Opens the socket and completes `join` → `peer`.
-async fn handshake(server: &ServerConfig, peer_id: PeerId) -> Result<Online, String> {
+async fn handshake(server: &ServerConfig, peer_id: PeerId) -> Result<Box<Online>, String> {
     let url = server.connect_url();
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
@@ -931,11 +928,11 @@ async fn handshake(server: &ServerConfig, peer_id: PeerId) -> Result<Online, Str
             sender_id,
             metadata,
             ..
-        }) => Ok(Online {
+        }) => Ok(Box::new(Online {
             socket,
             server_peer: sender_id,
             storage_id: metadata.and_then(|m| m.storage_id),
-        }),
+        })),
         Ok(Message::Error { message, .. }) => Err(format!("the server refused: {message}")),
         Ok(other) => Err(format!(
             "expected `peer`, the server sent `{}`",

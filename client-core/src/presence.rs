@@ -58,7 +58,7 @@ impl PresenceTable {
         self.viewers.retain(|(document, _), (_, seen)| {
             let alive = now.saturating_duration_since(*seen) < PRESENCE_TTL;
             if !alive {
-                changed.insert(document.clone());
+                changed.insert(*document);
             }
             alive
         });
@@ -67,7 +67,7 @@ impl PresenceTable {
 
     /// Forgets everyone (the connection to the server is gone, so is what we knew).
     pub fn clear(&mut self) -> BTreeSet<DocumentId> {
-        let boards = self.viewers.keys().map(|(d, _)| d.clone()).collect();
+        let boards = self.viewers.keys().map(|(d, _)| *d).collect();
         self.viewers.clear();
         boards
     }
@@ -98,18 +98,18 @@ mod tests {
         let board = DocumentId::random();
         let t0 = Instant::now();
         let mut table = PresenceTable::default();
-        assert!(table.receive(board.clone(), "s1".into(), viewing("ann", None), t0));
+        assert!(table.receive(board, "s1".into(), viewing("ann", None), t0));
         assert!(
-            !table.receive(board.clone(), "s1".into(), viewing("ann", None), t0),
+            !table.receive(board, "s1".into(), viewing("ann", None), t0),
             "heartbeat"
         );
-        assert!(table.receive(board.clone(), "s1".into(), viewing("ann", Some("t1")), t0));
+        assert!(table.receive(board, "s1".into(), viewing("ann", Some("t1")), t0));
         assert_eq!(table.viewers(&board)[0].task, Some(TaskId::new("t1")));
         let left = Presence {
             left: true,
             ..viewing("ann", None)
         };
-        assert!(table.receive(board.clone(), "s1".into(), left, t0));
+        assert!(table.receive(board, "s1".into(), left, t0));
         assert!(table.viewers(&board).is_empty());
     }
 
@@ -119,18 +119,18 @@ mod tests {
         let other = DocumentId::random();
         let t0 = Instant::now();
         let mut table = PresenceTable::default();
-        table.receive(board.clone(), "ann".into(), viewing("ann", None), t0);
-        table.receive(board.clone(), "bob".into(), viewing("bob", None), t0);
-        table.receive(other.clone(), "cat".into(), viewing("cat", None), t0);
+        table.receive(board, "ann".into(), viewing("ann", None), t0);
+        table.receive(board, "bob".into(), viewing("bob", None), t0);
+        table.receive(other, "cat".into(), viewing("cat", None), t0);
         let later = t0 + PRESENCE_HEARTBEAT;
-        table.receive(board.clone(), "bob".into(), viewing("bob", None), later);
+        table.receive(board, "bob".into(), viewing("bob", None), later);
         assert!(
             table
                 .expire(t0 + PRESENCE_TTL - Duration::from_millis(1))
                 .is_empty()
         );
         let changed = table.expire(t0 + PRESENCE_TTL);
-        assert_eq!(changed, BTreeSet::from([board.clone(), other.clone()]));
+        assert_eq!(changed, BTreeSet::from([board, other]));
         let users: Vec<String> = table.viewers(&board).into_iter().map(|v| v.user).collect();
         assert_eq!(users, ["bob"]);
         assert!(table.viewers(&other).is_empty());

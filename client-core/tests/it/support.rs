@@ -55,10 +55,10 @@ pub async fn until_board(
     let mut events = client.subscribe();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
-        if let Ok(current) = client.board(board).await {
-            if pred(&current) {
-                return current;
-            }
+        if let Ok(current) = client.board(board).await
+            && pred(&current)
+        {
+            return current;
         }
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(_) => {}

@@ -1,0 +1,5 @@
+//! The `taskflow` binary end to end, as a user or a script runs it.
+
+mod crash;
+mod session;
+mod support;
