@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ROOT, ReadDoc, ScalarValue};
+use automerge::{ROOT, ReadDoc, ScalarValue};
 use clap::{Parser, ValueEnum};
+use taskflow_bench::{big_board, cpu_seconds, rss_mib};
 use taskflow_proto::DocumentId;
-use taskflow_proto::board::OrderKey;
-use taskflow_proto::board::ops::{self, NewTask, Position};
 use taskflow_testkit::Peer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -137,59 +136,17 @@ impl ServerUnderTest {
 
     /// Server CPU seconds (user + system) so far.
     fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+        cpu_seconds(&self.pid().to_string())
     }
 
     /// Resident set size in MiB.
     fn rss_mib(&self) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
+        rss_mib(&self.pid().to_string())
     }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // USER_HZ is 100 on every Linux this runs on.
-    100.0
 }
 
 fn report(target: Target, metric: &str, value: String) {
     println!("{target:?}\t{metric}\t{value}");
-}
-
-/// A board with `tasks` tasks, built locally with precomputed order keys.
-fn big_board(tasks: usize) -> AutoCommit {
-    let mut doc = AutoCommit::new();
-    ops::create_board(&mut doc, "Big board").expect("board");
-    let mut key: Option<OrderKey> = None;
-    for i in 0..tasks {
-        let next = OrderKey::between(key.as_ref(), None).expect("open range");
-        let mut task = NewTask::titled(format!("Task number {i} with a realistic title"), "bench");
-        task.description = "Some description text for the task.".into();
-        task.position = Position::AtKey(next.clone());
-        ops::add_task(&mut doc, task, 1_764_000_000_000 + i as i64).expect("task");
-        key = Some(next);
-        if i % 100 == 99 {
-            doc.commit();
-        }
-    }
-    doc.commit();
-    doc
 }
 
 /// Time from sending a `request` to the first sync reply arriving, and to holding the whole

@@ -284,6 +284,11 @@ impl Client {
         self.call(|reply| Command::List { reply }).await?
     }
 
+    /// The heads of this replica of a board: which version of it this client holds.
+    pub async fn heads(&self, id: DocumentId) -> Result<Vec<automerge::ChangeHash>, ClientError> {
+        self.call(|reply| Command::Heads { id, reply }).await?
+    }
+
     pub async fn status(&self, id: DocumentId) -> Result<SyncStatus, ClientError> {
         self.call(|reply| Command::Status { id, reply }).await?
     }

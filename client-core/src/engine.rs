@@ -69,6 +69,10 @@ pub(crate) enum Command {
         id: DocumentId,
         reply: oneshot::Sender<Result<SyncStatus, ClientError>>,
     },
+    Heads {
+        id: DocumentId,
+        reply: oneshot::Sender<Result<Vec<automerge::ChangeHash>, ClientError>>,
+    },
     Connection {
         reply: oneshot::Sender<ConnectionState>,
     },
@@ -230,6 +234,13 @@ impl Engine {
             Command::Status { id, reply } => {
                 let result = match self.open(id).await {
                     Ok(()) => Ok(self.status_of(id)),
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Heads { id, reply } => {
+                let result = match self.open(id).await {
+                    Ok(()) => Ok(self.docs[&id].doc.get_heads()),
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);

@@ -5,3 +5,4 @@ mod offline;
 mod presence;
 mod support;
 mod sync;
+mod tls;

@@ -48,9 +48,14 @@ impl OrderKey {
         {
             return None;
         }
-        let low = before.map(|k| digits(&k.0)).unwrap_or_default();
-        let high = after.map(|k| digits(&k.0));
-        let mid = midpoint(&low, high.as_deref());
+        let mid = match (before, after) {
+            (Some(b), None) => step_up(&digits(&b.0)),
+            (None, Some(a)) => step_down(&digits(&a.0)),
+            (b, a) => midpoint(
+                &b.map(|k| digits(&k.0)).unwrap_or_default(),
+                a.map(|k| digits(&k.0)).as_deref(),
+            ),
+        };
         Some(OrderKey(
             mid.iter()
                 .map(|&d| DIGITS[usize::from(d)] as char)
@@ -66,6 +71,69 @@ fn digits(s: &str) -> Vec<u8> {
             _ => b - b'a' + 10,
         })
         .collect()
+}
+
+// Open-ended placement (a card to the bottom or top of a column, the common case) does not
+// halve the gap to 1 (or 0): that adds a digit every four cards. It steps by one unit of the
+// key's own length instead, and when that length is used up moves to twice the length, so N
+// cards appended one after another need O(log N) digits (10,000 cards: 8).
+
+/// A key just above `low`: `low` as an n-digit number plus one (plus two rather than end in 0);
+/// when `low` is all `f`s, the smallest key of length 2n above it.
+fn step_up(low: &[u8]) -> Vec<u8> {
+    let mut next = low.to_vec();
+    if add_one(&mut next) {
+        if next.last() == Some(&0) {
+            add_one(&mut next); // 0 -> 1: no carry
+        }
+        return next;
+    }
+    let mut longer = low.to_vec();
+    longer.resize(2 * low.len() - 1, 0);
+    longer.push(1);
+    longer
+}
+
+/// A key just below `high` (which is above 0): `high` as an n-digit number minus one (minus two
+/// rather than end in 0); when that reaches 0, the largest key of length 2n below it.
+fn step_down(high: &[u8]) -> Vec<u8> {
+    let mut next = high.to_vec();
+    sub_one(&mut next);
+    if next.iter().any(|&d| d != 0) {
+        if next.last() == Some(&0) {
+            sub_one(&mut next); // at least 0x10 units: stays above zero
+        }
+        return next;
+    }
+    let mut longer = high.to_vec();
+    longer.resize(2 * high.len(), 0);
+    sub_one(&mut longer);
+    longer
+}
+
+/// Adds one unit in the last place; `false` on overflow (all digits were `f`).
+fn add_one(digits: &mut [u8]) -> bool {
+    for d in digits.iter_mut().rev() {
+        if *d == RADIX - 1 {
+            *d = 0;
+        } else {
+            *d += 1;
+            return true;
+        }
+    }
+    false
+}
+
+/// Subtracts one unit in the last place (the number must be above zero).
+fn sub_one(digits: &mut [u8]) {
+    for d in digits.iter_mut().rev() {
+        if *d == 0 {
+            *d = RADIX - 1;
+        } else {
+            *d -= 1;
+            return;
+        }
+    }
 }
 
 /// Digits of a fraction strictly between `low` (0 when empty) and `high` (1 when `None`).
@@ -140,6 +208,28 @@ mod tests {
             let mid = OrderKey::between(Some(&pair[0]), Some(&pair[1])).expect("distinct bounds");
             assert!(pair[0] < mid && mid < pair[1]);
         }
+    }
+
+    #[test]
+    fn cards_appended_or_prepended_one_by_one_keep_short_keys() {
+        let mut last = OrderKey::between(None, None).expect("open range");
+        let mut first = last.clone();
+        for _ in 0..10_000 {
+            let next = OrderKey::between(Some(&last), None).expect("after");
+            assert!(
+                last < next && !next.as_str().ends_with('0'),
+                "{last:?} {next:?}"
+            );
+            last = next;
+            let prev = OrderKey::between(None, Some(&first)).expect("before");
+            assert!(
+                prev < first && !prev.as_str().ends_with('0'),
+                "{prev:?} {first:?}"
+            );
+            first = prev;
+        }
+        assert!(last.as_str().len() <= 8, "{last:?}");
+        assert!(first.as_str().len() <= 8, "{first:?}");
     }
 
     #[test]

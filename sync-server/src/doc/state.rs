@@ -36,6 +36,8 @@ struct PeerSync {
     sent_whole_doc: bool,
     /// The peer reads v2 sync messages (the whole-document form).
     supports_v2: bool,
+    /// The heads of the last message we actually sent this peer: what it knows we hold.
+    confirmed: Vec<ChangeHash>,
 }
 
 impl PeerSync {
@@ -182,6 +184,7 @@ impl DocState {
             state: sync::State::new(),
             sent_whole_doc: false,
             supports_v2: false,
+            confirmed: Vec::new(),
         });
     }
 
@@ -308,7 +311,18 @@ impl DocState {
                     .as_ref()
                     .and_then(|doc| doc.generate_sync_message(&mut peer.state)),
             };
+            // Automerge stays silent when a peer announces exactly our heads, as if that peer
+            // knew we hold them. It may not: after a burst it last heard intermediate heads
+            // from us. Confirm once, so it learns its changes are stored.
+            let message = message.or_else(|| {
+                let heads = &self.stored.heads;
+                let unconfirmed = peer.state.their_heads.as_ref() == Some(heads)
+                    && peer.confirmed != *heads
+                    && !heads.is_empty();
+                unconfirmed.then(|| heads_message(&mut peer.state, heads))
+            });
             if let Some(message) = message {
+                peer.confirmed = message.heads.clone();
                 out.push((peer.link.clone(), message));
             }
         }
@@ -394,10 +408,15 @@ fn heads_only_reply(state: &mut sync::State, ours: &[ChangeHash]) -> Option<sync
     if state.last_sent_heads == ours && state.have_responded {
         return None;
     }
+    Some(heads_message(state, ours))
+}
+
+/// A message carrying our heads and no changes, recorded in `state` as sent.
+fn heads_message(state: &mut sync::State, ours: &[ChangeHash]) -> sync::Message {
     state.have_responded = true;
     state.last_sent_heads = ours.to_vec();
     state.in_flight = true;
-    Some(sync::Message {
+    sync::Message {
         heads: ours.to_vec(),
         need: Vec::new(),
         have: vec![Have {
@@ -407,7 +426,7 @@ fn heads_only_reply(state: &mut sync::State, ours: &[ChangeHash]) -> Option<sync
         changes: ChunkList::empty(),
         flags: Some(flags()),
         version: MessageVersion::V1,
-    })
+    }
 }
 
 #[cfg(test)]

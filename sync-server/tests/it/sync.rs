@@ -324,3 +324,29 @@ async fn a_quiet_open_document_unloads_and_still_syncs_the_next_edit() {
         .expect("ann sees it");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_edits_from_a_peer_that_is_not_reading_still_lands() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let mut writer = Peer::connect(&server.url(), "writer").await.expect("join");
+    let id = writer.create(board("Burst", 100)).await.expect("create");
+    writer.until_server_has(id).await.expect("stored");
+    let mut reader = Peer::connect(&server.url(), "reader").await.expect("join");
+    reader.request(id).await.expect("request");
+    reader.until_server_has(id).await.expect("fetched");
+
+    // The writer edits without reading what the server sent meanwhile.
+    for i in 0..30 {
+        writer
+            .edit(id, |d| add_task(d, &format!("burst {i}")))
+            .await
+            .expect("edit");
+    }
+    writer.until_server_has(id).await.expect("the burst lands");
+    reader
+        .until_doc(id, |d| task_titles(d).len() == 130)
+        .await
+        .expect("and reaches the reader");
+    server.stop().await;
+}
