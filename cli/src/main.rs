@@ -459,6 +459,16 @@ async fn board_command(session: &Session, command: BoardCommand) -> Result<(), C
 }
 
 async fn find_board(session: &Session, reference: &str) -> Result<DocumentId, CliError> {
+    // An id names one board: no need to open every board in the store to find it.
+    if let Ok(id) = resolve::document_id(reference) {
+        return match session.client.status(id).await {
+            Ok(_) => Ok(id),
+            Err(taskflow_client_core::ClientError::UnknownBoard(_)) => {
+                Err(resolve::not_in_store(id))
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
     let boards: Vec<BoardSummary> = session.client.boards().await?;
     resolve::board(reference, &boards)
 }

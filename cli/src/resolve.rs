@@ -17,9 +17,7 @@ pub fn board(reference: &str, boards: &[BoardSummary]) -> Result<DocumentId, Cli
         if boards.iter().any(|b| b.id == id) {
             return Ok(id);
         }
-        return Err(CliError::not_found(format!(
-            "board {id} is not in this profile's store (add it with `taskflow board fetch {id}`)"
-        )));
+        return Err(not_in_store(id));
     }
     let named: Vec<&BoardSummary> = boards
         .iter()
@@ -41,6 +39,12 @@ pub fn board(reference: &str, boards: &[BoardSummary]) -> Result<DocumentId, Cli
                 .join(", ")
         ))),
     }
+}
+
+pub fn not_in_store(id: DocumentId) -> CliError {
+    CliError::not_found(format!(
+        "board {id} is not in this profile's store (add it with `taskflow board fetch {id}`)"
+    ))
 }
 
 /// A document id, bare or as an `automerge:` URL.

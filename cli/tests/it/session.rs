@@ -115,6 +115,7 @@ async fn two_people_share_a_board_through_the_server() {
     ] {
         assert!(table.contains(needle), "missing {needle:?} in\n{table}");
     }
+    assert_eq!(ann.json(&["board", "show", &id]).await["name"], "Launch");
     let listed = ann.ok(&["board", "list"]).await;
     assert!(
         listed.contains("Launch") && listed.contains("in sync"),
@@ -134,6 +135,9 @@ async fn bad_input_gets_a_clear_message_and_exit_code() {
 
     let err = ann.fails(3, &["board", "show", "Work"]).await;
     assert!(err.contains("no board named `Work`"), "{err}");
+    let stranger = taskflow_client_core::DocumentId::random().to_string();
+    let err = ann.fails(3, &["task", "add", &stranger, "x"]).await;
+    assert!(err.contains("not in this profile's store"), "{err}");
     let err = ann
         .fails(3, &["task", "add", "Home", "x", "--column", "someday"])
         .await;
