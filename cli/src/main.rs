@@ -102,25 +102,34 @@ enum ProfileCommand {
 #[derive(Debug, Subcommand)]
 enum BoardCommand {
     /// Create a board.
-    Create { name: String },
+    Create {
+        /// The board's name.
+        name: String,
+    },
     /// List the boards in the local store.
     List,
     /// Show a board as columns of cards (or one task in detail).
     Show {
+        /// Board id, automerge: URL or name.
         board: String,
         /// Show this task's details and comments instead.
         #[arg(long)]
         task: Option<String>,
     },
     /// Add a board someone shared (by id or automerge: URL) and fetch it from the server.
-    Fetch { id: String },
+    Fetch {
+        /// Board id or automerge: URL.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum TaskCommand {
     /// Add a task (at the bottom of its column).
     Add {
+        /// Board id, automerge: URL or name.
         board: String,
+        /// The task's title.
         title: String,
         #[command(flatten)]
         fields: TaskFields,
@@ -130,8 +139,11 @@ enum TaskCommand {
     },
     /// Change a task's fields.
     Edit {
+        /// Board id, automerge: URL or name.
         board: String,
+        /// Task id, id prefix (4+ characters) or exact title.
         task: String,
+        /// New title.
         #[arg(long)]
         title: Option<String>,
         #[command(flatten)]
@@ -142,8 +154,11 @@ enum TaskCommand {
     },
     /// Move a task to a column (at the bottom unless told otherwise).
     Move {
+        /// Board id, automerge: URL or name.
         board: String,
+        /// Task id, id prefix (4+ characters) or exact title.
         task: String,
+        /// Column id or name.
         column: String,
         /// Put it first in the column.
         #[arg(long, conflicts_with_all = ["before", "after"])]
@@ -156,22 +171,33 @@ enum TaskCommand {
         after: Option<String>,
     },
     /// Move a task to the done column.
-    Done { board: String, task: String },
+    Done {
+        /// Board id, automerge: URL or name.
+        board: String,
+        /// Task id, id prefix (4+ characters) or exact title.
+        task: String,
+    },
     /// Archive a task (or bring it back with --restore).
     Archive {
+        /// Board id, automerge: URL or name.
         board: String,
+        /// Task id, id prefix (4+ characters) or exact title.
         task: String,
         #[arg(long)]
         restore: bool,
     },
     /// Comment on a task.
     Comment {
+        /// Board id, automerge: URL or name.
         board: String,
+        /// Task id, id prefix (4+ characters) or exact title.
         task: String,
+        /// The comment's text.
         body: String,
     },
     /// Add one task per line read from stdin; each is reported as it is saved.
     Import {
+        /// Board id, automerge: URL or name.
         board: String,
         #[arg(long)]
         column: Option<String>,
@@ -180,6 +206,7 @@ enum TaskCommand {
 
 #[derive(Debug, Args)]
 struct TaskFields {
+    /// Longer text for the task.
     #[arg(long)]
     description: Option<String>,
     /// Assign a user (repeatable). On `edit` this replaces the assignees.
@@ -434,6 +461,8 @@ async fn board_command(session: &Session, command: BoardCommand) -> Result<(), C
             match status {
                 SyncStatus::InSync => {}
                 SyncStatus::Unavailable => {
+                    // Nothing of it arrived, so nothing is lost by not keeping an empty entry.
+                    client.forget(id).await?;
                     return Err(CliError::not_found(format!("the server has no board {id}")));
                 }
                 _ => {

@@ -269,6 +269,12 @@ impl Client {
         self.call(|reply| Command::Fetch { id, reply }).await?
     }
 
+    /// Removes a board from the local store (and stops syncing it). Local changes the server
+    /// does not hold yet are lost with it; callers check [`SyncStatus::pending`] first.
+    pub async fn forget(&self, id: DocumentId) -> Result<(), ClientError> {
+        self.call(|reply| Command::Forget { id, reply }).await?
+    }
+
     /// The board as this replica holds it (opening it from the store if needed; no network).
     pub async fn board(&self, id: DocumentId) -> Result<Board, ClientError> {
         self.call(|reply| Command::Read { id, reply }).await?

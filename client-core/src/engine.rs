@@ -53,6 +53,10 @@ pub(crate) enum Command {
         id: DocumentId,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    Forget {
+        id: DocumentId,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
     Read {
         id: DocumentId,
         reply: oneshot::Sender<Result<Board, ClientError>>,
@@ -217,6 +221,12 @@ impl Engine {
             }
             Command::Fetch { id, reply } => {
                 let _ = reply.send(self.fetch(id).await);
+            }
+            Command::Forget { id, reply } => {
+                self.docs.remove(&id);
+                self.statuses.remove(&id);
+                self.viewing.remove(&id);
+                let _ = reply.send(self.store.delete(&id).await.map_err(ClientError::from));
             }
             Command::Read { id, reply } => {
                 let result = match self.open(id).await {

@@ -176,6 +176,15 @@ impl ReplicaStore {
         Ok(seq)
     }
 
+    /// Removes a document, its chunks and sync states.
+    pub async fn delete(&self, id: &DocumentId) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM documents WHERE id = ?1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = ?1")
             .bind(key)

@@ -57,6 +57,12 @@ async fn two_people_share_a_board_through_the_server() {
         .await;
     ann.ok(&["task", "archive", "Launch", "Old idea"]).await;
 
+    // A board the server does not have is a clear error, and leaves nothing behind.
+    let stranger = taskflow_client_core::DocumentId::random().to_string();
+    let err = bob.fails(3, &["board", "fetch", &stranger]).await;
+    assert!(err.contains("the server has no board"), "{err}");
+    assert!(bob.ok(&["board", "list"]).await.contains("No boards yet"));
+
     // Bob adds the board by id and sees it as Ann left it.
     let fetched = bob.json(&["board", "fetch", &id]).await;
     assert_eq!(

@@ -316,3 +316,24 @@ async fn a_reconnect_sends_only_what_changed() {
     );
     assert_eq!(a.board(board).await.expect("board").tasks.len(), 1001);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_board_the_server_does_not_have_is_unavailable_and_can_be_forgotten() {
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start(server_dir.path()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let a = client(dir.path(), "ann", Some(&server.url())).await;
+    let missing = taskflow_client_core::DocumentId::random();
+    a.fetch(missing).await.expect("asked");
+    let statuses = a
+        .wait_synced(&[missing], crate::support::TIMEOUT)
+        .await
+        .expect("runs");
+    assert_eq!(statuses, [SyncStatus::Unavailable]);
+    assert!(matches!(
+        a.board(missing).await,
+        Err(taskflow_client_core::ClientError::Unavailable(_))
+    ));
+    a.forget(missing).await.expect("forget");
+    assert!(a.boards().await.expect("list").is_empty());
+}
