@@ -337,3 +337,104 @@ async fn a_board_the_server_does_not_have_is_unavailable_and_can_be_forgotten() 
     a.forget(missing).await.expect("forget");
     assert!(a.boards().await.expect("list").is_empty());
 }
+
+/// Three people make random edits to one board at once (adding, moving, renaming, commenting,
+/// archiving, often the same card); everyone ends with the same board, the server holds it, and
+/// every card sits in exactly one column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_concurrent_edits_from_three_clients_converge() {
+    use rand::{Rng, SeedableRng};
+
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start(server_dir.path()).await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let first = client(dirs[0].path(), "ann", Some(&server.url())).await;
+    let board = first.create_board("Random").await.expect("create");
+    for i in 0..5 {
+        add_task(&first, board, &format!("seed {i}")).await;
+    }
+    synced(&first, board).await;
+    let mut clients = vec![first];
+    for (dir, user) in dirs[1..].iter().zip(["bob", "cat"]) {
+        let c = client(dir.path(), user, Some(&server.url())).await;
+        c.fetch(board).await.expect("fetch");
+        synced(&c, board).await;
+        clients.push(c);
+    }
+    let columns = ["todo", "doing", "done"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for round in 0..40 {
+        let who = &clients[rng.random_range(0..clients.len())];
+        let current = who.board(board).await.expect("board");
+        let ids: Vec<_> = current.tasks.keys().cloned().collect();
+        let task = ids[rng.random_range(0..ids.len())].clone();
+        let edit = match rng.random_range(0..5) {
+            0 => Edit::AddTask(taskflow_client_core::board::ops::NewTask::titled(
+                format!("r{round}"),
+                "x",
+            )),
+            1 => Edit::MoveTask {
+                task,
+                column: ColumnId::new(columns[rng.random_range(0..3)]),
+                position: if rng.random_bool(0.5) {
+                    Position::Top
+                } else {
+                    Position::Bottom
+                },
+            },
+            2 => Edit::EditTask {
+                task,
+                edit: TaskEdit {
+                    title: Some(format!("renamed {round}")),
+                    ..TaskEdit::default()
+                },
+            },
+            3 => Edit::AddComment {
+                task,
+                body: format!("comment {round}"),
+            },
+            _ => Edit::SetArchived {
+                task,
+                archived: rng.random_bool(0.3),
+            },
+        };
+        who.edit(board, edit).await.expect("edit");
+        if rng.random_bool(0.2) {
+            tokio::time::sleep(std::time::Duration::from_millis(rng.random_range(0..20))).await;
+        }
+    }
+    // Settled: each is in sync with the server and all three hold the same board. (One can be
+    // in sync a moment before the others' last edits reach it, so check until all agree.)
+    let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
+    let reference = loop {
+        for c in &clients {
+            synced(c, board).await;
+        }
+        let mut boards = Vec::new();
+        for c in &clients {
+            boards.push(c.board(board).await.expect("board"));
+        }
+        if boards.windows(2).all(|w| w[0] == w[1]) {
+            break boards.remove(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas never agreed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(server_board(&server, board).await, reference);
+    for task in reference.tasks.values().filter(|t| !t.archived) {
+        let homes = reference
+            .columns
+            .iter()
+            .filter(|c| {
+                reference
+                    .column_tasks(&c.id)
+                    .iter()
+                    .any(|t| t.id == task.id)
+            })
+            .count();
+        assert_eq!(homes, 1, "{task:?}");
+    }
+}
