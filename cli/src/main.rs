@@ -6,7 +6,7 @@ mod profile;
 mod render;
 mod resolve;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::tz::TimeZone;
 use serde_json::json;
 use taskflow_client_core::board::ops::{NewTask, Position, TaskEdit};
-use taskflow_client_core::board::{Board, Priority, TaskId};
+use taskflow_client_core::board::{Priority, TaskId};
 use taskflow_client_core::{
     BoardSummary, Client, ClientConfig, ClientEvent, ConnectionState, DocumentId, Edit, Edited,
     Origin, ServerConfig, SyncStatus,
@@ -862,6 +862,10 @@ async fn watch(session: &Session, board: Option<String>) -> Result<(), CliError>
         Some(reference) => vec![resolve::board(&reference, &boards)?],
         None => boards.iter().map(|b| b.id).collect(),
     };
+    let names: BTreeMap<DocumentId, String> = boards
+        .iter()
+        .map(|b| (b.id, b.name.clone().unwrap_or_else(|| b.id.to_string())))
+        .collect();
     for id in &ids {
         client.set_viewing(*id, None).await?;
     }
@@ -889,7 +893,7 @@ async fn watch(session: &Session, board: Option<String>) -> Result<(), CliError>
             }
             Err(broadcast::error::RecvError::Closed) => break,
         };
-        print_event(session, &ids, event).await;
+        print_event(session, &ids, &names, event).await;
     }
     for id in &ids {
         let _ = client.stop_viewing(*id).await;
@@ -897,7 +901,12 @@ async fn watch(session: &Session, board: Option<String>) -> Result<(), CliError>
     Ok(())
 }
 
-async fn print_event(session: &Session, ids: &[DocumentId], event: ClientEvent) {
+async fn print_event(
+    session: &Session,
+    ids: &[DocumentId],
+    names: &BTreeMap<DocumentId, String>,
+    event: ClientEvent,
+) {
     let mut out = std::io::stdout();
     let lines: Vec<String> = match event {
         ClientEvent::Board(change)
@@ -906,8 +915,17 @@ async fn print_event(session: &Session, ids: &[DocumentId], event: ClientEvent) 
             if session.json {
                 vec![render::change_json(&change).to_string()]
             } else {
-                let board: Option<Board> = session.client.board(change.document_id).await.ok();
-                render::change_lines(&change, board.as_ref())
+                // Only the tasks named: re-reading a large board per change would be slow.
+                let mut titles = BTreeMap::new();
+                for id in change.tasks.keys() {
+                    if let Ok(Some(task)) =
+                        session.client.task(change.document_id, id.clone()).await
+                    {
+                        titles.insert(id.clone(), task.title);
+                    }
+                }
+                let name = names.get(&change.document_id).map_or("?", String::as_str);
+                render::change_lines(&change, name, &titles)
             }
         }
         ClientEvent::Presence {

@@ -5,7 +5,9 @@ use comfy_table::{ContentArrangement, Table};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
-use taskflow_client_core::board::{Board, Millis, Priority, Task};
+use std::collections::BTreeMap;
+
+use taskflow_client_core::board::{Board, Millis, Priority, Task, TaskId};
 use taskflow_client_core::{BoardChange, BoardSummary, DocumentId, SyncStatus, Viewer};
 
 /// Characters of a task id shown in tables (enough to name it on the command line).
@@ -206,17 +208,20 @@ pub fn task_detail(task: &Task, tz: &TimeZone) -> String {
     out.trim_end().to_owned()
 }
 
-/// One line per changed task, for `watch`.
-pub fn change_lines(change: &BoardChange, board: Option<&Board>) -> Vec<String> {
-    let name = board.map_or("?", |b| b.name.as_str());
+/// One line per changed task, for `watch`; `titles` holds the current title of each task.
+pub fn change_lines(
+    change: &BoardChange,
+    board_name: &str,
+    titles: &BTreeMap<TaskId, String>,
+) -> Vec<String> {
     let mut lines = Vec::new();
     for field in &change.board_fields {
-        lines.push(format!("{name}: board {field} changed"));
+        lines.push(format!("{board_name}: board {field} changed"));
     }
     for (id, task) in &change.tasks {
-        let title = board
-            .and_then(|b| b.tasks.get(id))
-            .map_or(String::new(), |t| format!(" \"{}\"", t.title));
+        let title = titles
+            .get(id)
+            .map_or(String::new(), |t| format!(" \"{t}\""));
         let what = if task.created {
             "added".to_owned()
         } else if task.removed {
@@ -231,7 +236,7 @@ pub fn change_lines(change: &BoardChange, board: Option<&Board>) -> Vec<String> 
             format!("changed {}", fields.join(", "))
         };
         lines.push(format!(
-            "{name}: task #{}{title} {what}",
+            "{board_name}: task #{}{title} {what}",
             short(id.as_str())
         ));
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use taskflow_proto::board::ops::{NewTask, Position, TaskEdit};
-use taskflow_proto::board::{Board, ColumnId, CommentId, SchemaError, TaskId};
+use taskflow_proto::board::{Board, ColumnId, CommentId, SchemaError, Task, TaskId};
 use taskflow_proto::{DocumentId, StorageId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::http::Uri;
@@ -278,6 +278,13 @@ impl Client {
     /// The board as this replica holds it (opening it from the store if needed; no network).
     pub async fn board(&self, id: DocumentId) -> Result<Board, ClientError> {
         self.call(|reply| Command::Read { id, reply }).await?
+    }
+
+    /// One task as this replica holds it, without reading the whole board: what a UI re-reads
+    /// when a [`BoardChange`] names it. `None` when the board has no such task.
+    pub async fn task(&self, id: DocumentId, task: TaskId) -> Result<Option<Task>, ClientError> {
+        self.call(|reply| Command::ReadTask { id, task, reply })
+            .await?
     }
 
     /// Applies an edit; when this returns `Ok` the edit is in the local store.

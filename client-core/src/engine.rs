@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use automerge::sync;
 use futures_util::{SinkExt, StreamExt};
 use taskflow_proto::board::ops;
-use taskflow_proto::board::{Board, CommentId, TaskId};
+use taskflow_proto::board::{Board, CommentId, Task, TaskId};
 use taskflow_proto::presence::Presence;
 use taskflow_proto::wire::{Message, PeerMetadata, SyncPayload};
 use taskflow_proto::{DocumentId, PeerId, StorageId};
@@ -52,6 +52,11 @@ pub(crate) enum Command {
     Fetch {
         id: DocumentId,
         reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    ReadTask {
+        id: DocumentId,
+        task: TaskId,
+        reply: oneshot::Sender<Result<Option<Task>, ClientError>>,
     },
     Forget {
         id: DocumentId,
@@ -221,6 +226,15 @@ impl Engine {
             }
             Command::Fetch { id, reply } => {
                 let _ = reply.send(self.fetch(id).await);
+            }
+            Command::ReadTask { id, task, reply } => {
+                let result = match self.open(id).await {
+                    Ok(()) => {
+                        Board::read_task(&self.docs[&id].doc, &task).map_err(ClientError::from)
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
             }
             Command::Forget { id, reply } => {
                 self.docs.remove(&id);

@@ -233,6 +233,17 @@ async fn watch_prints_remote_changes_as_they_arrive() {
         serde_json::from_str(&line).expect("JSON line")
     };
     assert_eq!(next().await["event"], "watching");
+    // A person's watch prints lines.
+    let mut text_watch = ann.spawn(&["watch", "Live"]);
+    let mut text_lines = BufReader::new(text_watch.stdout.take().expect("stdout")).lines();
+    let mut next_text = async || -> String {
+        tokio::time::timeout(Duration::from_secs(30), text_lines.next_line())
+            .await
+            .expect("watch prints in time")
+            .expect("read")
+            .expect("watch still running")
+    };
+    assert!(next_text().await.starts_with("Watching 1 board"));
 
     let added = bob.json(&["task", "add", "Live", "Fix the bug"]).await;
     let task = added["id"].as_str().expect("id");
@@ -245,6 +256,17 @@ async fn watch_prints_remote_changes_as_they_arrive() {
     assert_eq!(change["origin"], "remote");
     assert_eq!(change["tasks"][0]["id"], task);
     assert_eq!(change["tasks"][0]["created"], true);
+    let line = loop {
+        let line = next_text().await;
+        if line.contains("added") {
+            break line;
+        }
+    };
+    assert_eq!(
+        line,
+        format!("Live: task #{} \"Fix the bug\" added", &task[..8])
+    );
+    text_watch.start_kill().expect("stop watch");
 
     bob.ok(&["task", "move", "Live", task, "doing"]).await;
     let change = loop {

@@ -223,6 +223,25 @@ impl Board {
         })
     }
 
+    /// Reads one task without reading the rest of the board (what a UI re-reads when a change
+    /// notice names it). `None` when there is no such task.
+    /// Does not check the task's column against the board's columns.
+    pub fn read_task(doc: &impl ReadDoc, id: &TaskId) -> Result<Option<Task>, SchemaError> {
+        let r = Reader { doc };
+        let root_path = Path::root();
+        let root = Fields::of(doc, &ROOT);
+        let tasks_obj = r.object(&root, "tasks", ObjType::Map, &root_path)?;
+        let path = root_path.key("tasks").key(id.as_str());
+        match doc.get(&tasks_obj, id.as_str())? {
+            None => Ok(None),
+            Some((Value::Object(ObjType::Map), obj)) => r.task(id.as_str(), &obj, &path).map(Some),
+            Some(_) => Err(SchemaError::WrongType {
+                path,
+                expected: "a map",
+            }),
+        }
+    }
+
     pub fn column(&self, id: &ColumnId) -> Option<&Column> {
         self.columns.iter().find(|c| &c.id == id)
     }

@@ -58,6 +58,22 @@ fn numbers_are_written_as_signed_integers_so_js_reads_plain_numbers() {
 }
 
 #[test]
+fn one_task_reads_alone_as_it_reads_in_the_board() {
+    let mut doc = board_doc();
+    let id = add(&mut doc, "one", Position::Bottom);
+    add(&mut doc, "two", Position::Bottom);
+    let board = Board::read(&doc).expect("board");
+    assert_eq!(
+        Board::read_task(&doc, &id).expect("read"),
+        Some(board.tasks[&id].clone())
+    );
+    assert_eq!(
+        Board::read_task(&doc, &TaskId::new("nope")).expect("read"),
+        None
+    );
+}
+
+#[test]
 fn creating_a_board_twice_is_refused() {
     let mut doc = board_doc();
     assert_eq!(
