@@ -6,8 +6,10 @@
 //!   sans-IO document state they drive.
 //! - [`link`]: the bounded way back from a document to a peer.
 //! - [`store`]: durable storage, SQLite or PostgreSQL; the only module that writes SQL.
+//! - [`auth`]: password hashing and access/refresh tokens (the identity issue builds on it).
 //! - [`config`]: flags and environment.
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod doc;
