@@ -59,6 +59,12 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_COMPACT_AFTER_CHANGES", default_value_t = 256)]
     pub compact_after_changes: usize,
 
+    /// Secret that signs access tokens (at least 32 bytes). Without it the server generates one
+    /// and keeps it in its database, so restarts keep sessions; set it when several server
+    /// nodes share a database.
+    #[arg(long, env = "TASKFLOW_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
     pub log: String,
@@ -100,4 +106,25 @@ pub struct Limits {
     pub max_docs_per_connection: usize,
     pub send_queue_bytes: usize,
     pub keepalive: Duration,
+}
+
+/// A secret from the command line or environment; never printed.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() < 32 {
+            return Err("a token secret must be at least 32 bytes".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
 }

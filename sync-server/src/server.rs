@@ -31,6 +31,7 @@ pub struct Shared {
     pub registry: Registry,
     pub limits: Limits,
     pub storage_id: StorageId,
+    pub identity: crate::auth::Identity,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -87,10 +88,16 @@ impl Server {
         let storage_id = StorageId::new(store.storage_id().await?);
         let server_peer = PeerId::new(format!("taskflow-server-{}", uuid::Uuid::new_v4()));
         let registry = Registry::new(store.clone(), config.doc_config(), server_peer);
+        let secret = match &config.jwt_secret {
+            Some(secret) => secret.0.clone(),
+            None => store.token_secret().await?,
+        };
+        let identity = crate::auth::Identity::new(store.clone(), secret.as_bytes());
         let shared = Arc::new(Shared {
             registry,
             limits: config.limits(),
             storage_id,
+            identity,
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -111,6 +118,7 @@ impl Server {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/api/v1/sync", get(sync_socket))
+            .merge(crate::auth::http::routes())
             .fallback(not_found)
             .with_state(self.shared.clone())
     }
@@ -184,8 +192,19 @@ async fn sync_socket(
 
 /// An `application/problem+json` response (RFC 9457).
 pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
+    typed_problem(status, "about:blank", title, detail)
+}
+
+/// A problem with a stable `type` URI that clients can match on (e.g.
+/// `/problems/invalid-credentials`).
+pub fn typed_problem(
+    status: StatusCode,
+    r#type: &'static str,
+    title: &str,
+    detail: &str,
+) -> Response {
     let body = body::Problem {
-        r#type: "about:blank",
+        r#type,
         title,
         status: status.as_u16(),
         detail,

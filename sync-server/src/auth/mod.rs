@@ -1,8 +1,313 @@
-//! Identity: password hashing and the tokens that prove who a request or a socket acts for.
+//! Identity: who a request or a socket acts for.
 //!
-//! - [`password`]: argon2id hashes (run them off the async threads).
+//! - [`password`]: argon2id hashes (run off the async threads).
 //! - [`tokens`]: short-lived JWT access tokens (HS256, issuer/audience checked, `now` injected)
 //!   and opaque refresh tokens stored only as hashes.
+//! - [`Identity`]: registration, login, refresh-token rotation with reuse detection, logout and
+//!   access-token checks, over the store's users and sessions.
+//! - [`http`]: the `/api/v1/auth/…` routes.
+//!
+//! A session is one login: the family of refresh tokens exchanged from it. Every access token
+//! names its session, so ending the session (logout, or a spent refresh token presented again)
+//! ends every token of it at once; logout also blacklists the presented access token until it
+//! expires. All of it is in SQL, so a restart never resurrects a logged-out token.
 
+pub mod http;
 pub mod password;
 pub mod tokens;
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::store::{Rotation, Store, StoreError, UserRow};
+use tokens::{AUDIENCE, Claims, ISSUER, TokenError, TokenKeys};
+
+/// How long an access token lives.
+pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a session lives without a new login.
+pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A parsed, normalised email address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    /// Trims and lowercases; requires `local@domain.tld` without spaces, at most 254 bytes.
+    pub fn parse(text: &str) -> Result<Email, AuthError> {
+        let email = text.trim().to_lowercase();
+        let valid = email.len() <= 254
+            && !email.chars().any(char::is_whitespace)
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.split('.').count() >= 2
+                    && domain.split('.').all(|part| !part.is_empty())
+            });
+        if valid {
+            Ok(Email(email))
+        } else {
+            Err(AuthError::Invalid(format!(
+                "`{}` is not an email address",
+                text.trim()
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The user a valid access token stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthUser {
+    pub user_id: String,
+    pub session_id: String,
+    pub jti: String,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// A freshly issued pair.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: Duration,
+    pub user: UserRow,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error("wrong email or password")]
+    BadCredentials,
+    #[error("no valid access token: {0}")]
+    Unauthenticated(&'static str),
+    #[error("this refresh token was already used; the session is ended, log in again")]
+    RefreshReused,
+    #[error("the refresh token is unknown, expired or revoked")]
+    RefreshInvalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    store: Store,
+    keys: TokenKeys,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A hash to verify against when the account does not exist, so a login for an unknown email
+/// takes as long as one with a wrong password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| password::hash("decoy password for unknown accounts"))
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("password hashing does not panic")
+}
+
+impl Identity {
+    pub fn new(store: Store, secret: &[u8]) -> Identity {
+        Identity {
+            store,
+            keys: TokenKeys::new(secret),
+        }
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<TokenPair, AuthError> {
+        let email = Email::parse(email)?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(AuthError::Invalid("a name is 1 to 100 characters".into()));
+        }
+        if password.chars().count() < password::MIN_PASSWORD_CHARS
+            || password.len() > password::MAX_PASSWORD_BYTES
+        {
+            return Err(AuthError::Invalid(format!(
+                "a password is at least {} characters (and at most {} bytes)",
+                password::MIN_PASSWORD_CHARS,
+                password::MAX_PASSWORD_BYTES
+            )));
+        }
+        let owned = password.to_owned();
+        let user = UserRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            email: email.as_str().to_owned(),
+            name: name.to_owned(),
+            password_hash: blocking(move || password::hash(&owned)).await,
+            created_at: now_ms(),
+        };
+        if !self.store.create_user(&user).await? {
+            return Err(AuthError::EmailTaken);
+        }
+        self.start_session(user).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair, AuthError> {
+        let user = match Email::parse(email) {
+            Ok(email) => self.store.user_by_email(email.as_str()).await?,
+            Err(_) => None,
+        };
+        let stored = user
+            .as_ref()
+            .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
+        let owned = password.to_owned();
+        let matches = blocking(move || password::verify(&owned, &stored)).await;
+        match user {
+            Some(user) if matches => self.start_session(user).await,
+            _ => Err(AuthError::BadCredentials),
+        }
+    }
+
+    async fn start_session(&self, user: UserRow) -> Result<TokenPair, AuthError> {
+        let now = now_ms();
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let refresh = tokens::new_refresh_token();
+        self.store
+            .create_session(
+                &session_id,
+                &user.id,
+                &tokens::refresh_token_hash(&refresh),
+                now,
+                now + SESSION_TTL.as_millis() as i64,
+            )
+            .await?;
+        Ok(self.pair(user, &session_id, refresh, now))
+    }
+
+    fn pair(&self, user: UserRow, session_id: &str, refresh: String, now_ms: i64) -> TokenPair {
+        let iat = now_ms / 1000;
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: user.id.clone(),
+            sid: session_id.to_owned(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat,
+            exp: iat + ACCESS_TTL.as_secs() as i64,
+        };
+        TokenPair {
+            access_token: self.keys.sign(&claims),
+            refresh_token: refresh,
+            expires_in: ACCESS_TTL,
+            user,
+        }
+    }
+
+    /// Exchanges a refresh token for a new pair. Presenting a spent one ends its session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AuthError> {
+        let now = now_ms();
+        let next = tokens::new_refresh_token();
+        let rotation = self
+            .store
+            .rotate_refresh(
+                &tokens::refresh_token_hash(refresh_token),
+                &tokens::refresh_token_hash(&next),
+                now,
+            )
+            .await?;
+        match rotation {
+            Rotation::Rotated {
+                session_id,
+                user_id,
+            } => {
+                let user = self
+                    .store
+                    .user_by_id(&user_id)
+                    .await?
+                    .ok_or(AuthError::RefreshInvalid)?;
+                Ok(self.pair(user, &session_id, next, now))
+            }
+            Rotation::Reused => {
+                tracing::warn!("a spent refresh token was presented again; its session is ended");
+                Err(AuthError::RefreshReused)
+            }
+            Rotation::Invalid => Err(AuthError::RefreshInvalid),
+        }
+    }
+
+    /// Checks an access token: signature, claims, expiry, session still live, not logged out.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, AuthError> {
+        let now = now_ms();
+        let claims = self.keys.verify(token, now / 1000).map_err(|e| match e {
+            TokenError::Expired => AuthError::Unauthenticated("the access token has expired"),
+            TokenError::Invalid => AuthError::Unauthenticated("the access token is invalid"),
+        })?;
+        if !self.store.session_active(&claims.sid, now).await? {
+            return Err(AuthError::Unauthenticated("the session has ended"));
+        }
+        if self.store.access_token_revoked(&claims.jti).await? {
+            return Err(AuthError::Unauthenticated("the access token was revoked"));
+        }
+        Ok(AuthUser {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            jti: claims.jti,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Ends the session and blacklists the access token until it would have expired.
+    pub async fn logout(&self, user: &AuthUser) -> Result<(), AuthError> {
+        let now = now_ms();
+        self.store
+            .revoke_access_token(&user.jti, user.expires_at * 1000, now)
+            .await?;
+        self.store
+            .revoke_session(&user.session_id, "logout", now)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<UserRow>, AuthError> {
+        Ok(self.store.user_by_id(id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            Email::parse("  Ann@Example.COM ").expect("valid").as_str(),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "ann@@example.com",
+            "a n@example.com",
+            "ann@example..com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -8,8 +8,11 @@
 //!
 //! Only this module writes SQL.
 
+mod identity;
 mod postgres;
 mod sqlite;
+
+pub use identity::{Rotation, UserRow};
 
 use std::path::Path;
 

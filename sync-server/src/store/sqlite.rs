@@ -24,7 +24,7 @@ const MAX_CONNECTIONS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
     appends: mpsc::Sender<Append>,
 }
 

@@ -1,0 +1,236 @@
+//! `/api/v1/auth/…`: register, login, refresh, logout, me. Errors are problem+json with stable
+//! `type` URIs; request bodies are JSON with no unknown fields.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, AuthUser, TokenPair};
+use crate::server::{Shared, typed_problem};
+use crate::store::UserRow;
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1/auth/register", post(register))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/auth/me", get(me))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    email: String,
+    name: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UserJson {
+    id: String,
+    email: String,
+    name: String,
+}
+
+impl From<UserRow> for UserJson {
+    fn from(u: UserRow) -> Self {
+        UserJson {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokensJson {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    user: UserJson,
+}
+
+impl From<TokenPair> for TokensJson {
+    fn from(p: TokenPair) -> Self {
+        TokensJson {
+            access_token: p.access_token,
+            refresh_token: p.refresh_token,
+            token_type: "Bearer",
+            expires_in: p.expires_in.as_secs(),
+            user: p.user.into(),
+        }
+    }
+}
+
+/// An error answered as problem+json.
+#[derive(Debug)]
+pub struct ApiError(Box<Response>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let detail = e.to_string();
+        let (status, kind, title) = match &e {
+            AuthError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/invalid-input",
+                "Invalid input",
+            ),
+            AuthError::EmailTaken => (
+                StatusCode::CONFLICT,
+                "/problems/email-taken",
+                "Email already registered",
+            ),
+            AuthError::BadCredentials => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/invalid-credentials",
+                "Invalid credentials",
+            ),
+            AuthError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/unauthenticated",
+                "Authentication required",
+            ),
+            AuthError::RefreshReused => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/refresh-token-reused",
+                "Refresh token reused",
+            ),
+            AuthError::RefreshInvalid => (
+                StatusCode::UNAUTHORIZED,
+                "/problems/invalid-refresh-token",
+                "Invalid refresh token",
+            ),
+            AuthError::Store(err) => {
+                tracing::error!("identity store: {err}");
+                return ApiError(Box::new(typed_problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "/problems/unavailable",
+                    "Temporarily unavailable",
+                    "the server could not reach its database; try again",
+                )));
+            }
+        };
+        let mut response = typed_problem(status, kind, title, &detail);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        ApiError(Box::new(response))
+    }
+}
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|rejection| {
+        ApiError(Box::new(typed_problem(
+            rejection.status(),
+            "/problems/invalid-body",
+            "Invalid request body",
+            &rejection.body_text(),
+        )))
+    })
+}
+
+/// The authenticated user of a request (`Authorization: Bearer <access token>`).
+#[derive(Debug)]
+pub struct Authenticated(pub AuthUser);
+
+impl FromRequestParts<Arc<Shared>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, shared: &Arc<Shared>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AuthError::Unauthenticated(
+                "send `Authorization: Bearer <access token>`",
+            ))?;
+        Ok(Authenticated(
+            shared.identity.authenticate(token.trim()).await?,
+        ))
+    }
+}
+
+async fn register(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<RegisterBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<TokensJson>), ApiError> {
+    let b = body(request)?;
+    let pair = shared
+        .identity
+        .register(&b.email, &b.name, &b.password)
+        .await?;
+    Ok((StatusCode::CREATED, Json(pair.into())))
+}
+
+async fn login(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<LoginBody>, JsonRejection>,
+) -> Result<Json<TokensJson>, ApiError> {
+    let b = body(request)?;
+    Ok(Json(
+        shared.identity.login(&b.email, &b.password).await?.into(),
+    ))
+}
+
+async fn refresh(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<RefreshBody>, JsonRejection>,
+) -> Result<Json<TokensJson>, ApiError> {
+    let b = body(request)?;
+    Ok(Json(
+        shared.identity.refresh(&b.refresh_token).await?.into(),
+    ))
+}
+
+async fn logout(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+) -> Result<StatusCode, ApiError> {
+    shared.identity.logout(&user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+) -> Result<Json<UserJson>, ApiError> {
+    let row = shared
+        .identity
+        .user(&user.user_id)
+        .await?
+        .ok_or(AuthError::Unauthenticated("the account no longer exists"))?;
+    Ok(Json(row.into()))
+}
