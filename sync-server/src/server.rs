@@ -132,7 +132,9 @@ impl Server {
     ) -> anyhow::Result<()> {
         let shutdown = self.shared.shutdown.clone();
         let router = self.router();
-        axum::serve(listener, router)
+        // Client addresses feed the login rate limits.
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 stop.await;
                 shutdown.cancel();

@@ -1,10 +1,11 @@
 //! `/api/v1/auth/…`: register, login, refresh, logout, me. Errors are problem+json with stable
 //! `type` URIs; request bodies are JSON with no unknown fields.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -119,6 +120,11 @@ impl From<AuthError> for ApiError {
                 "/problems/unauthenticated",
                 "Authentication required",
             ),
+            AuthError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many attempts",
+            ),
             AuthError::RefreshReused => (
                 StatusCode::UNAUTHORIZED,
                 "/problems/refresh-token-reused",
@@ -140,6 +146,11 @@ impl From<AuthError> for ApiError {
             }
         };
         let mut response = typed_problem(status, kind, title, &detail);
+        if let AuthError::RateLimited(wait) = &e
+            && let Ok(value) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -185,8 +196,10 @@ impl FromRequestParts<Arc<Shared>> for Authenticated {
 
 async fn register(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TokensJson>), ApiError> {
+    shared.identity.attempt(peer.ip(), None)?;
     let b = body(request)?;
     let pair = shared
         .identity
@@ -197,9 +210,11 @@ async fn register(
 
 async fn login(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Json<TokensJson>, ApiError> {
     let b = body(request)?;
+    shared.identity.attempt(peer.ip(), Some(&b.email))?;
     Ok(Json(
         shared.identity.login(&b.email, &b.password).await?.into(),
     ))

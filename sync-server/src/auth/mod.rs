@@ -6,6 +6,8 @@
 //! - [`Identity`]: registration, login, refresh-token rotation with reuse detection, logout and
 //!   access-token checks, over the store's users and sessions.
 //! - [`http`]: the `/api/v1/auth/…` routes.
+//! - [`limit`]: per-address and per-account rate limits on login and registration (in
+//!   process; shared through Redis once `REDIS_URL` support lands).
 //!
 //! A session is one login: the family of refresh tokens exchanged from it. Every access token
 //! names its session, so ending the session (logout, or a spent refresh token presented again)
@@ -13,11 +15,13 @@
 //! expires. All of it is in SQL, so a restart never resurrects a logged-out token.
 
 pub mod http;
+pub mod limit;
 pub mod password;
 pub mod tokens;
 
-use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::store::{Rotation, Store, StoreError, UserRow};
 use tokens::{AUDIENCE, Claims, ISSUER, TokenError, TokenKeys};
@@ -87,6 +91,8 @@ pub enum AuthError {
     BadCredentials,
     #[error("no valid access token: {0}")]
     Unauthenticated(&'static str),
+    #[error("too many attempts; retry in {} s", .0.as_secs().max(1))]
+    RateLimited(Duration),
     #[error("this refresh token was already used; the session is ended, log in again")]
     RefreshReused,
     #[error("the refresh token is unknown, expired or revoked")]
@@ -99,6 +105,8 @@ pub enum AuthError {
 pub struct Identity {
     store: Store,
     keys: TokenKeys,
+    per_address: Arc<Mutex<limit::Limiter>>,
+    per_account: Arc<Mutex<limit::Limiter>>,
 }
 
 fn now_ms() -> i64 {
@@ -125,7 +133,26 @@ impl Identity {
         Identity {
             store,
             keys: TokenKeys::new(secret),
+            per_address: Arc::new(Mutex::new(limit::Limiter::new(limit::PER_ADDRESS))),
+            per_account: Arc::new(Mutex::new(limit::Limiter::new(limit::PER_ACCOUNT))),
         }
+    }
+
+    /// Counts one login or registration attempt from `address` (and at `account`, for logins).
+    pub fn attempt(&self, address: IpAddr, account: Option<&str>) -> Result<(), AuthError> {
+        let now = Instant::now();
+        let take = |limiter: &Mutex<limit::Limiter>, key: &str| {
+            limiter
+                .lock()
+                .expect("rate limiter lock")
+                .take(key, now)
+                .map_err(AuthError::RateLimited)
+        };
+        take(&self.per_address, &address.to_string())?;
+        if let Some(account) = account {
+            take(&self.per_account, &account.trim().to_lowercase())?;
+        }
+        Ok(())
     }
 
     pub fn keys(&self) -> &TokenKeys {

@@ -9,6 +9,7 @@ on_both_backends!(
     register_login_me_and_bad_input,
     refresh_rotates_and_reuse_ends_the_session,
     logout_ends_the_tokens_even_across_a_restart,
+    brute_force_logins_hit_the_rate_limits,
 );
 
 struct Api {
@@ -260,6 +261,62 @@ async fn logout_ends_the_tokens_even_across_a_restart(backend: Backend) {
     assert_eq!(
         api.me(Some(&token(&bob, "accessToken"))).await.0,
         StatusCode::OK
+    );
+    server.stop().await;
+}
+
+async fn brute_force_logins_hit_the_rate_limits(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(db.config()).await;
+    let api = Api::new(&server);
+    api.register("ann@example.com").await; // attempt 1 from this address
+    let wrong = json!({ "email": "ann@example.com", "password": "guess guess guess" });
+    for _ in 0..5 {
+        assert_eq!(
+            api.post("login", wrong.clone()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The account is out of attempts, even with the right password, for a while.
+    let response = api
+        .http
+        .post(format!("{}/login", api.base))
+        .json(&json!({ "email": "ann@example.com", "password": "a long enough password" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=12).contains(&retry), "{retry}");
+    let (_, body) = read(response).await;
+    assert_eq!(body["type"], "/problems/rate-limited");
+
+    // The address runs out too, whichever accounts it tries (20 attempts, 7 used above).
+    for i in 0..13 {
+        let (status, _) = api
+            .post(
+                "login",
+                json!({ "email": format!("u{i}@example.com"), "password": "x" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let (status, body) = api
+        .post(
+            "login",
+            json!({ "email": "zed@example.com", "password": "x" }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("/problems/rate-limited")
+        )
     );
     server.stop().await;
 }
