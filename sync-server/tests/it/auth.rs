@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestDb, TestServer, on_both_backends};
+use crate::support::{Backend, ServerProcess, TestDb, TestServer, on_both_backends};
 
 on_both_backends!(
     register_login_me_and_bad_input,
@@ -19,8 +19,12 @@ struct Api {
 
 impl Api {
     fn new(server: &TestServer) -> Api {
+        Api::at(server.addr)
+    }
+
+    fn at(addr: std::net::SocketAddr) -> Api {
         Api {
-            base: format!("http://{}/api/v1/auth", server.addr),
+            base: format!("http://{addr}/api/v1/auth"),
             http: reqwest::Client::new(),
         }
     }
@@ -319,4 +323,73 @@ async fn brute_force_logins_hit_the_rate_limits(backend: Backend) {
         )
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_hash_token_or_secret_reaches_the_log() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let secret = "a signing secret that must never be logged 0123456789";
+    let server = ServerProcess::start_with(&db, &["--log", "trace", "--jwt-secret", secret]).await;
+    let api = Api::at(server.addr);
+    let password = "my very secret password 42";
+    let (status, registered) = api
+        .post(
+            "register",
+            json!({ "email": "ann@example.com", "name": "Ann", "password": password }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, logged_in) = api
+        .post(
+            "login",
+            json!({ "email": "ann@example.com", "password": password }),
+        )
+        .await;
+    api.post(
+        "login",
+        json!({ "email": "ann@example.com", "password": "wrong password here" }),
+    )
+    .await;
+    let (_, refreshed) = api
+        .post(
+            "refresh",
+            json!({ "refreshToken": token(&logged_in, "refreshToken") }),
+        )
+        .await;
+    // Reuse is logged (as a warning), the token itself must not be.
+    api.post(
+        "refresh",
+        json!({ "refreshToken": token(&logged_in, "refreshToken") }),
+    )
+    .await;
+    api.me(Some(&token(&registered, "accessToken"))).await;
+    api.with_token(
+        reqwest::Method::POST,
+        "logout",
+        Some(&token(&registered, "accessToken")),
+    )
+    .await;
+
+    let log = server.log();
+    assert!(
+        log.contains("refresh token was presented again"),
+        "the log is being captured"
+    );
+    let mut secrets = vec![
+        password.to_owned(),
+        "$argon2id$".to_owned(),
+        secret.to_owned(),
+    ];
+    for body in [&registered, &logged_in, &refreshed] {
+        secrets.push(token(body, "accessToken"));
+        secrets.push(token(body, "refreshToken"));
+    }
+    for s in &secrets {
+        assert!(
+            !log.contains(s.as_str()),
+            "the log contains a secret ({} chars)",
+            s.len()
+        );
+    }
+    server.kill9().await;
 }

@@ -139,6 +139,8 @@ impl TestServer {
 /// The real `taskflow-server` binary in a child process (for kill -9 and signals).
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    /// Where the server's log (stderr) goes.
+    pub log_path: PathBuf,
     child: Child,
 }
 
@@ -149,6 +151,9 @@ impl ServerProcess {
 
     /// Starts the server with extra command-line flags.
     pub async fn start_with(db: &TestDb, flags: &[&str]) -> ServerProcess {
+        let log_path = db
+            .data_dir()
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
         let mut command = Command::new(env!("CARGO_BIN_EXE_taskflow-server"));
         command.args(flags);
         command
@@ -159,6 +164,9 @@ impl ServerProcess {
             .env_remove("DATABASE_URL")
             .env("TASKFLOW_LOG", "warn")
             .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log_path).expect("log file"),
+            ))
             .kill_on_drop(true);
         if let Some(url) = &db.database_url {
             command.arg("--database-url").arg(url);
@@ -176,7 +184,16 @@ impl ServerProcess {
         })
         .await
         .expect("server listens in time");
-        ServerProcess { addr, child }
+        ServerProcess {
+            addr,
+            log_path,
+            child,
+        }
+    }
+
+    /// Everything the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
