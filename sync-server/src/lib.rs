@@ -6,9 +6,12 @@
 //!   sans-IO document state they drive.
 //! - [`link`]: the bounded way back from a document to a peer.
 //! - [`store`]: durable storage, SQLite or PostgreSQL; the only module that writes SQL.
+//! - [`access`]: workspace roles and the permission matrix (pure functions).
 //! - [`auth`]: password hashing and access/refresh tokens (the identity issue builds on it).
+//! - [`workspaces`]: the `/api/v1/workspaces` routes (workspaces and members).
 //! - [`config`]: flags and environment.
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod connection;
@@ -16,6 +19,7 @@ pub mod doc;
 pub mod link;
 pub mod server;
 pub mod store;
+pub mod workspaces;
 
 pub use config::Config;
 pub use server::Server;

@@ -119,6 +119,7 @@ impl Server {
             .route("/healthz", get(healthz))
             .route("/api/v1/sync", get(sync_socket))
             .merge(crate::auth::http::routes())
+            .merge(crate::workspaces::routes())
             .fallback(not_found)
             .with_state(self.shared.clone())
     }

@@ -90,6 +90,19 @@ impl From<TokenPair> for TokensJson {
 #[derive(Debug)]
 pub struct ApiError(Box<Response>);
 
+impl ApiError {
+    /// A problem with a stable `type`, e.g. `/problems/not-found`.
+    pub fn new(status: StatusCode, kind: &'static str, title: &str, detail: &str) -> ApiError {
+        ApiError(Box::new(typed_problem(status, kind, title, detail)))
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AuthError::Store(e).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         *self.0
@@ -161,7 +174,8 @@ impl From<AuthError> for ApiError {
     }
 }
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+/// The JSON body, or a problem+json answer saying what is wrong with it.
+pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|rejection| {
         ApiError(Box::new(typed_problem(
             rejection.status(),

@@ -155,6 +155,10 @@ impl Identity {
         Ok(())
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn keys(&self) -> &TokenKeys {
         &self.keys
     }

@@ -26,24 +26,6 @@ pub enum Rotation {
     Invalid,
 }
 
-/// Runs `$body` with `$pool` bound to the backend's pool and `$sql` to its placeholder rewrite.
-macro_rules! with_pool {
-    ($store:expr, |$pool:ident, $sql:ident| $body:expr) => {
-        match $store {
-            Store::Sqlite(s) => {
-                let $pool = &s.pool;
-                let $sql = |text: &str| text.replace('$', "?");
-                $body
-            }
-            Store::Postgres(s) => {
-                let $pool = &s.pool;
-                let $sql = |text: &str| text.to_owned();
-                $body
-            }
-        }
-    };
-}
-
 const USER_COLUMNS: &str = "id, email, name, password_hash, created_at";
 
 impl Store {

@@ -8,11 +8,32 @@
 //!
 //! Only this module writes SQL.
 
+/// Runs `$body` with `$pool` bound to the backend's pool and `$sql` to its placeholder
+/// rewrite: statements are written once with PostgreSQL's `$n`, SQLite runs them with `?n`.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident, $sql:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(s) => {
+                let $pool = &s.pool;
+                let $sql = |text: &str| text.replace('$', "?");
+                $body
+            }
+            Store::Postgres(s) => {
+                let $pool = &s.pool;
+                let $sql = |text: &str| text.to_owned();
+                $body
+            }
+        }
+    };
+}
+
 mod identity;
 mod postgres;
 mod sqlite;
+mod workspaces;
 
 pub use identity::{Rotation, UserRow};
+pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
 use std::path::Path;
 

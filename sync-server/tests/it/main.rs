@@ -9,3 +9,4 @@ mod http;
 mod interop_js;
 mod limits;
 mod sync;
+mod workspaces;

@@ -1,0 +1,155 @@
+//! Who may do what in a workspace: the roles and the permission matrix, as pure functions.
+//!
+//! | action                                   | owner | admin | member | viewer |
+//! |------------------------------------------|-------|-------|--------|--------|
+//! | read the workspace, its members, boards  | yes   | yes   | yes    | yes    |
+//! | edit boards                              | yes   | yes   | yes    | no     |
+//! | create projects                          | yes   | yes   | yes    | no     |
+//! | archive projects, invite                 | yes   | yes   | no     | no     |
+//! | change roles / remove non-owners         | yes   | yes   | no     | no     |
+//! | grant or take the owner role, remove owners | yes | no    | no     | no     |
+//! | leave                                    | yes*  | yes   | yes    | yes    |
+//!
+//! (*) A workspace always keeps an owner: the last owner cannot leave, be removed or be demoted.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Viewer,
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Owner, Role::Admin, Role::Member, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    pub fn can_edit_boards(self) -> bool {
+        self >= Role::Member
+    }
+
+    pub fn can_create_projects(self) -> bool {
+        self >= Role::Member
+    }
+
+    pub fn can_manage(self) -> bool {
+        self >= Role::Admin
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a membership change is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("your role does not allow this")]
+    Forbidden,
+    #[error("a workspace must keep an owner: make someone else owner first")]
+    LastOwner,
+}
+
+/// May `actor` change `target`'s role from `from` to `to`? `owners` counts the workspace's
+/// owners now.
+pub fn may_change_role(actor: Role, from: Role, to: Role, owners: usize) -> Result<(), Refusal> {
+    let touches_owner = from == Role::Owner || to == Role::Owner;
+    if !actor.can_manage() || (touches_owner && actor != Role::Owner) {
+        return Err(Refusal::Forbidden);
+    }
+    if from == Role::Owner && to != Role::Owner && owners <= 1 {
+        return Err(Refusal::LastOwner);
+    }
+    Ok(())
+}
+
+/// May `actor` remove a member whose role is `target` (someone else; leaving is [`may_leave`])?
+pub fn may_remove(actor: Role, target: Role, owners: usize) -> Result<(), Refusal> {
+    if !actor.can_manage() || (target == Role::Owner && actor != Role::Owner) {
+        return Err(Refusal::Forbidden);
+    }
+    if target == Role::Owner && owners <= 1 {
+        return Err(Refusal::LastOwner);
+    }
+    Ok(())
+}
+
+pub fn may_leave(role: Role, owners: usize) -> Result<(), Refusal> {
+    if role == Role::Owner && owners <= 1 {
+        return Err(Refusal::LastOwner);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Role::*;
+
+    #[test]
+    fn roles_read_and_write_as_the_matrix_says() {
+        assert_eq!(
+            Role::ALL.map(|r| (r.can_edit_boards(), r.can_create_projects(), r.can_manage())),
+            [
+                (true, true, true),
+                (true, true, true),
+                (true, true, false),
+                (false, false, false)
+            ]
+        );
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("superuser"), None);
+    }
+
+    #[test]
+    fn only_owners_touch_the_owner_role_and_one_always_remains() {
+        assert_eq!(may_change_role(Admin, Member, Viewer, 1), Ok(()));
+        assert_eq!(may_change_role(Admin, Viewer, Admin, 1), Ok(()));
+        assert_eq!(
+            may_change_role(Admin, Member, Owner, 1),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(
+            may_change_role(Admin, Owner, Member, 2),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(
+            may_change_role(Member, Viewer, Member, 1),
+            Err(Refusal::Forbidden)
+        );
+        assert_eq!(may_change_role(Owner, Member, Owner, 1), Ok(()));
+        assert_eq!(may_change_role(Owner, Owner, Admin, 2), Ok(()));
+        assert_eq!(
+            may_change_role(Owner, Owner, Admin, 1),
+            Err(Refusal::LastOwner)
+        );
+
+        assert_eq!(may_remove(Admin, Member, 1), Ok(()));
+        assert_eq!(may_remove(Admin, Owner, 2), Err(Refusal::Forbidden));
+        assert_eq!(may_remove(Viewer, Viewer, 1), Err(Refusal::Forbidden));
+        assert_eq!(may_remove(Owner, Owner, 2), Ok(()));
+        assert_eq!(may_remove(Owner, Owner, 1), Err(Refusal::LastOwner));
+
+        assert_eq!(may_leave(Viewer, 1), Ok(()));
+        assert_eq!(may_leave(Owner, 2), Ok(()));
+        assert_eq!(may_leave(Owner, 1), Err(Refusal::LastOwner));
+    }
+}

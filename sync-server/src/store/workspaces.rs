@@ -1,0 +1,237 @@
+//! Workspaces and memberships, on either backend (SQL written once, see `with_pool!`).
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::access::Role;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRow {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: Role,
+}
+
+/// What a membership change is decided on, read inside the change's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberFacts {
+    pub actor: Option<Role>,
+    pub target: Option<Role>,
+    pub owners: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberChange {
+    SetRole(Role),
+    Remove,
+}
+
+fn role(text: &str) -> Result<Role, StoreError> {
+    Role::parse(text).ok_or_else(|| StoreError::Write(format!("stored role `{text}` is unknown")))
+}
+
+impl Store {
+    /// Creates a workspace with `owner` as its owner, in one transaction.
+    pub async fn create_workspace(
+        &self,
+        workspace: &WorkspaceRow,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&sql(
+                "INSERT INTO workspaces (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
+            ))
+            .bind(&workspace.id)
+            .bind(&workspace.name)
+            .bind(owner)
+            .bind(workspace.created_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&sql(
+                "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at)
+                 VALUES ($1, $2, 'owner', $3)",
+            ))
+            .bind(&workspace.id)
+            .bind(owner)
+            .bind(workspace.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// The workspaces `user` belongs to, with their role in each, oldest first.
+    pub async fn workspaces_of(&self, user: &str) -> Result<Vec<(WorkspaceRow, Role)>, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let rows = sqlx::query(&sql(
+                "SELECT w.id, w.name, w.created_at, m.role FROM workspaces w
+                 JOIN workspace_members m ON m.workspace_id = w.id
+                 WHERE m.user_id = $1 ORDER BY w.created_at, w.id",
+            ))
+            .bind(user)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let workspace = WorkspaceRow {
+                        id: r.get(0),
+                        name: r.get(1),
+                        created_at: r.get(2),
+                    };
+                    Ok((workspace, role(&r.get::<String, _>(3))?))
+                })
+                .collect()
+        })
+    }
+
+    /// The workspace and `user`'s role in it; `None` unless `user` is a member.
+    pub async fn membership(
+        &self,
+        workspace: &str,
+        user: &str,
+    ) -> Result<Option<(WorkspaceRow, Role)>, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let row = sqlx::query(&sql(
+                "SELECT w.id, w.name, w.created_at, m.role FROM workspaces w
+                 JOIN workspace_members m ON m.workspace_id = w.id
+                 WHERE w.id = $1 AND m.user_id = $2",
+            ))
+            .bind(workspace)
+            .bind(user)
+            .fetch_optional(pool)
+            .await?;
+            row.map(|r| {
+                let workspace = WorkspaceRow {
+                    id: r.get(0),
+                    name: r.get(1),
+                    created_at: r.get(2),
+                };
+                Ok((workspace, role(&r.get::<String, _>(3))?))
+            })
+            .transpose()
+        })
+    }
+
+    pub async fn members(&self, workspace: &str) -> Result<Vec<MemberRow>, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let rows = sqlx::query(&sql(
+                "SELECT u.id, u.email, u.name, m.role FROM workspace_members m
+                 JOIN users u ON u.id = m.user_id
+                 WHERE m.workspace_id = $1 ORDER BY m.joined_at, u.email",
+            ))
+            .bind(workspace)
+            .fetch_all(pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(MemberRow {
+                        user_id: r.get(0),
+                        email: r.get(1),
+                        name: r.get(2),
+                        role: role(&r.get::<String, _>(3))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Adds a member (what accepting an invitation does); `false` if already a member.
+    pub async fn add_member(
+        &self,
+        workspace: &str,
+        user: &str,
+        role: Role,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let done = sqlx::query(&sql(
+                "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, user_id) DO NOTHING",
+            ))
+            .bind(workspace)
+            .bind(user)
+            .bind(role.as_str())
+            .bind(now_ms)
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Changes or ends `target`'s membership as `decide` rules on the facts, all in one
+    /// transaction that first locks the workspace row: concurrent changes to one workspace run
+    /// one after the other, so "always an owner" holds even when two owners step down at once.
+    pub async fn change_member<E>(
+        &self,
+        workspace: &str,
+        actor: &str,
+        target: &str,
+        decide: impl FnOnce(MemberFacts) -> Result<MemberChange, E>,
+    ) -> Result<Result<MemberChange, E>, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&sql("UPDATE workspaces SET name = name WHERE id = $1"))
+                .bind(workspace)
+                .execute(&mut *tx)
+                .await?;
+            let role_sql =
+                sql("SELECT role FROM workspace_members WHERE workspace_id = $1 AND user_id = $2");
+            let actor_role = sqlx::query(&role_sql)
+                .bind(workspace)
+                .bind(actor)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let target_role = sqlx::query(&role_sql)
+                .bind(workspace)
+                .bind(target)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let owners: i64 = sqlx::query(&sql(
+                "SELECT COUNT(*) FROM workspace_members WHERE workspace_id = $1 AND role = 'owner'",
+            ))
+            .bind(workspace)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            let facts = MemberFacts {
+                actor: actor_role
+                    .map(|r| role(&r.get::<String, _>(0)))
+                    .transpose()?,
+                target: target_role
+                    .map(|r| role(&r.get::<String, _>(0)))
+                    .transpose()?,
+                owners: usize::try_from(owners).unwrap_or(0),
+            };
+            let change = match decide(facts) {
+                Ok(change) => change,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let statement = match change {
+                MemberChange::SetRole(_) => {
+                    "UPDATE workspace_members SET role = $3 WHERE workspace_id = $1 AND user_id = $2"
+                }
+                MemberChange::Remove => {
+                    "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2"
+                }
+            };
+            let statement = sql(statement);
+            let mut query = sqlx::query(&statement).bind(workspace).bind(target);
+            if let MemberChange::SetRole(new_role) = change {
+                query = query.bind(new_role.as_str());
+            }
+            query.execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Ok(change))
+        })
+    }
+}

@@ -1,0 +1,291 @@
+//! `/api/v1/workspaces…`: create and list workspaces, read one, manage its members.
+//!
+//! A workspace a user does not belong to answers 404, as if it did not exist; a member
+//! without the right role gets 403. Who may do what is [`crate::access`].
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{self, Refusal, Role};
+use crate::auth::http::{ApiError, Authenticated, body};
+use crate::server::Shared;
+use crate::store::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1/workspaces", post(create).get(list))
+        .route("/api/v1/workspaces/{id}", get(show))
+        .route("/api/v1/workspaces/{id}/members", get(members))
+        .route(
+            "/api/v1/workspaces/{id}/members/{user}",
+            patch(change_role).delete(remove),
+        )
+        .route("/api/v1/workspaces/{id}/leave", post(leave))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoleBody {
+    role: String,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkspaceJson {
+    id: String,
+    name: String,
+    /// The caller's role.
+    role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkspacesJson {
+    workspaces: Vec<WorkspaceJson>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberJson {
+    user_id: String,
+    email: String,
+    name: String,
+    role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct MembersJson {
+    members: Vec<MemberJson>,
+}
+
+fn workspace_json(w: WorkspaceRow, role: Role) -> WorkspaceJson {
+    WorkspaceJson {
+        id: w.id,
+        name: w.name,
+        role: role.as_str(),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "/problems/not-found",
+        "Not found",
+        "no such workspace (or you are not a member of it)",
+    )
+}
+
+fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Forbidden => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "/problems/forbidden",
+            "Forbidden",
+            &refusal.to_string(),
+        ),
+        Refusal::LastOwner => ApiError::new(
+            StatusCode::CONFLICT,
+            "/problems/last-owner",
+            "The last owner cannot go",
+            &refusal.to_string(),
+        ),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn create(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    request: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<WorkspaceJson>), ApiError> {
+    let name = body(request)?.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-input",
+            "Invalid input",
+            "a workspace name is 1 to 100 characters",
+        ));
+    }
+    let workspace = WorkspaceRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        name,
+        created_at: now_ms(),
+    };
+    shared
+        .identity
+        .store()
+        .create_workspace(&workspace, &user.user_id)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(workspace_json(workspace, Role::Owner)),
+    ))
+}
+
+async fn list(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+) -> Result<Json<WorkspacesJson>, ApiError> {
+    let mine = shared.identity.store().workspaces_of(&user.user_id).await?;
+    Ok(Json(WorkspacesJson {
+        workspaces: mine
+            .into_iter()
+            .map(|(w, r)| workspace_json(w, r))
+            .collect(),
+    }))
+}
+
+/// The workspace and the caller's role, or 404.
+async fn membership(
+    shared: &Shared,
+    workspace: &str,
+    user: &str,
+) -> Result<(WorkspaceRow, Role), ApiError> {
+    shared
+        .identity
+        .store()
+        .membership(workspace, user)
+        .await?
+        .ok_or_else(not_found)
+}
+
+async fn show(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<WorkspaceJson>, ApiError> {
+    let (workspace, role) = membership(&shared, &id, &user.user_id).await?;
+    Ok(Json(workspace_json(workspace, role)))
+}
+
+async fn members(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<MembersJson>, ApiError> {
+    membership(&shared, &id, &user.user_id).await?;
+    let members = shared.identity.store().members(&id).await?;
+    Ok(Json(MembersJson {
+        members: members
+            .into_iter()
+            .map(|m: MemberRow| MemberJson {
+                user_id: m.user_id,
+                email: m.email,
+                name: m.name,
+                role: m.role.as_str(),
+            })
+            .collect(),
+    }))
+}
+
+/// Applies a membership change decided on facts read in the same transaction.
+async fn change(
+    shared: &Shared,
+    workspace: &str,
+    actor: &str,
+    target: &str,
+    rule: impl FnOnce(Role, Role, usize) -> Result<MemberChange, Refusal>,
+) -> Result<(), ApiError> {
+    let outcome = shared
+        .identity
+        .store()
+        .change_member(workspace, actor, target, |facts: MemberFacts| {
+            let actor = facts.actor.ok_or_else(not_found)?;
+            let target = facts.target.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "/problems/no-such-member",
+                    "No such member",
+                    "that user is not a member of this workspace",
+                )
+            })?;
+            rule(actor, target, facts.owners).map_err(refused)
+        })
+        .await?;
+    outcome.map(|_| ())
+}
+
+async fn change_role(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path((id, target)): Path<(String, String)>,
+    request: Result<Json<RoleBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let wanted = body(request)?.role;
+    let to = Role::parse(&wanted).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-input",
+            "Invalid input",
+            &format!("unknown role `{wanted}` (owner, admin, member or viewer)"),
+        )
+    })?;
+    change(
+        &shared,
+        &id,
+        &user.user_id,
+        &target,
+        |actor, from, owners| {
+            access::may_change_role(actor, from, to, owners).map(|()| MemberChange::SetRole(to))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path((id, target)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let leaving = target == user.user_id;
+    change(
+        &shared,
+        &id,
+        &user.user_id,
+        &target,
+        |actor, role, owners| {
+            if leaving {
+                access::may_leave(role, owners)
+            } else {
+                access::may_remove(actor, role, owners)
+            }
+            .map(|()| MemberChange::Remove)
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn leave(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    change(
+        &shared,
+        &id,
+        &user.user_id,
+        &user.user_id,
+        |_, role, owners| access::may_leave(role, owners).map(|()| MemberChange::Remove),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,200 @@
+//! `/api/v1/workspaces`: roles and the "always an owner" rule, on both backends over HTTP.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use taskflow_sync_server::access::Role;
+
+use crate::support::{Backend, TestDb, TestServer, on_both_backends};
+
+on_both_backends!(members_roles_and_the_last_owner);
+
+struct User {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    id: String,
+}
+
+impl User {
+    async fn register(server: &TestServer, email: &str) -> User {
+        let base = format!("http://{}/api/v1", server.addr);
+        let http = reqwest::Client::new();
+        let body: Value = http
+            .post(format!("{base}/auth/register"))
+            .json(&json!({ "email": email, "name": email, "password": "a long enough password" }))
+            .send()
+            .await
+            .expect("register")
+            .json()
+            .await
+            .expect("json");
+        User {
+            token: body["accessToken"].as_str().expect("token").to_owned(),
+            id: body["user"]["id"].as_str().expect("id").to_owned(),
+            base,
+            http,
+        }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+async fn members_roles_and_the_last_owner(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(db.config()).await;
+    let ann = User::register(&server, "ann@example.com").await;
+    let bob = User::register(&server, "bob@example.com").await;
+
+    let (status, created) = ann
+        .call(Method::POST, "workspaces", Some(json!({ "name": "Acme" })))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["role"], "owner");
+    let ws = created["id"].as_str().expect("id").to_owned();
+    let (_, listed) = ann.call(Method::GET, "workspaces", None).await;
+    assert_eq!(listed["workspaces"][0]["name"], "Acme");
+
+    // Not a member: the workspace does not exist as far as Bob can tell.
+    for path in [
+        format!("workspaces/{ws}"),
+        format!("workspaces/{ws}/members"),
+    ] {
+        let (status, body) = bob.call(Method::GET, &path, None).await;
+        assert_eq!(
+            (status, body["type"].as_str()),
+            (StatusCode::NOT_FOUND, Some("/problems/not-found"))
+        );
+    }
+    assert_eq!(
+        bob.call(Method::GET, "workspaces", None).await.1["workspaces"],
+        json!([])
+    );
+
+    // Bob joins as a member (what accepting an invitation will do).
+    assert!(
+        server
+            .store
+            .add_member(&ws, &bob.id, Role::Member, 1)
+            .await
+            .expect("add")
+    );
+    assert_eq!(
+        bob.call(Method::GET, &format!("workspaces/{ws}"), None)
+            .await
+            .1["role"],
+        "member"
+    );
+    let ann_member = format!("workspaces/{ws}/members/{}", ann.id);
+    let bob_member = format!("workspaces/{ws}/members/{}", bob.id);
+    let (status, body) = bob
+        .call(
+            Method::PATCH,
+            &ann_member,
+            Some(json!({ "role": "viewer" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::FORBIDDEN, Some("/problems/forbidden"))
+    );
+
+    assert_eq!(
+        ann.call(Method::PATCH, &bob_member, Some(json!({ "role": "admin" })))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    // An admin manages others but cannot make owners.
+    assert_eq!(
+        bob.call(Method::PATCH, &bob_member, Some(json!({ "role": "owner" })))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = ann
+        .call(
+            Method::PATCH,
+            &bob_member,
+            Some(json!({ "role": "superuser" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("/problems/invalid-input")
+        )
+    );
+
+    // The only owner can neither leave nor step down.
+    let (status, body) = ann
+        .call(Method::POST, &format!("workspaces/{ws}/leave"), None)
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::CONFLICT, Some("/problems/last-owner"))
+    );
+    assert_eq!(
+        ann.call(Method::PATCH, &ann_member, Some(json!({ "role": "admin" })))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+
+    // Hand over, then leave.
+    assert_eq!(
+        ann.call(Method::PATCH, &bob_member, Some(json!({ "role": "owner" })))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        ann.call(Method::POST, &format!("workspaces/{ws}/leave"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, members) = bob
+        .call(Method::GET, &format!("workspaces/{ws}/members"), None)
+        .await;
+    assert_eq!(
+        members["members"],
+        json!([{ "userId": bob.id, "email": "bob@example.com", "name": "bob@example.com", "role": "owner" }])
+    );
+    assert_eq!(
+        ann.call(Method::GET, &format!("workspaces/{ws}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        bob.call(Method::DELETE, &bob_member, None).await.0,
+        StatusCode::CONFLICT,
+        "last owner"
+    );
+    let (status, body) = bob.call(Method::DELETE, &ann_member, None).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("/problems/no-such-member"))
+    );
+
+    // Without a token nothing answers.
+    let anonymous = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/workspaces", server.addr))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
