@@ -9,6 +9,7 @@
 //! - [`access`]: workspace roles and the permission matrix (pure functions).
 //! - [`auth`]: password hashing and access/refresh tokens (the identity issue builds on it).
 //! - [`workspaces`]: the `/api/v1/workspaces` routes (workspaces and members).
+//! - [`projects`]: the `/api/v1/projects` routes (boards of a workspace, with their documents).
 //! - [`config`]: flags and environment.
 
 pub mod access;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod doc;
 pub mod link;
+pub mod projects;
 pub mod server;
 pub mod store;
 pub mod workspaces;

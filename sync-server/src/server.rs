@@ -120,6 +120,7 @@ impl Server {
             .route("/api/v1/sync", get(sync_socket))
             .merge(crate::auth::http::routes())
             .merge(crate::workspaces::routes())
+            .merge(crate::projects::routes())
             .fallback(not_found)
             .with_state(self.shared.clone())
     }

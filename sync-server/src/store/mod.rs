@@ -29,10 +29,12 @@ macro_rules! with_pool {
 
 mod identity;
 mod postgres;
+mod projects;
 mod sqlite;
 mod workspaces;
 
 pub use identity::{Rotation, UserRow};
+pub use projects::ProjectRow;
 pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
 use std::path::Path;

@@ -4,9 +4,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use taskflow_sync_server::access::Role;
 
+use taskflow_proto::DocumentId;
+use taskflow_proto::board::Board;
+use taskflow_testkit::Peer;
+
 use crate::support::{Backend, TestDb, TestServer, on_both_backends};
 
-on_both_backends!(members_roles_and_the_last_owner);
+on_both_backends!(members_roles_and_the_last_owner, projects_and_their_boards);
 
 struct User {
     base: String,
@@ -196,5 +200,122 @@ async fn members_roles_and_the_last_owner(backend: Backend) {
         .await
         .expect("request");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+async fn projects_and_their_boards(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(db.config()).await;
+    let ann = User::register(&server, "ann@example.com").await;
+    let vic = User::register(&server, "vic@example.com").await;
+    let eve = User::register(&server, "eve@example.com").await;
+    let (_, ws) = ann
+        .call(Method::POST, "workspaces", Some(json!({ "name": "Acme" })))
+        .await;
+    let ws = ws["id"].as_str().expect("id").to_owned();
+    server
+        .store
+        .add_member(&ws, &vic.id, Role::Viewer, 1)
+        .await
+        .expect("add");
+
+    let (status, project) = ann
+        .call(
+            Method::POST,
+            "projects",
+            Some(json!({ "workspaceId": ws, "name": "Launch" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    let id = project["id"].as_str().expect("id").to_owned();
+    let document = project["documentId"].as_str().expect("document").to_owned();
+    assert_eq!(project["url"], format!("automerge:{document}"));
+
+    // Its board document exists and any sync client can open it.
+    let document_id = DocumentId::parse(&document).expect("a document id");
+    let mut peer = Peer::connect(&server.url(), "reader").await.expect("join");
+    peer.request(document_id).await.expect("request");
+    peer.until_doc(document_id, |d| {
+        Board::read(d).is_ok_and(|b| b.name == "Launch")
+    })
+    .await
+    .expect("the board arrives");
+
+    // A viewer reads but does not create or archive; an outsider sees nothing.
+    assert_eq!(
+        vic.call(Method::GET, &format!("projects/{id}"), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = vic
+        .call(
+            Method::POST,
+            "projects",
+            Some(json!({ "workspaceId": ws, "name": "Mine" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::FORBIDDEN, Some("/problems/forbidden"))
+    );
+    assert_eq!(
+        vic.call(Method::POST, &format!("projects/{id}/archive"), None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        eve.call(Method::GET, &format!("projects/{id}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        eve.call(Method::GET, &format!("workspaces/{ws}/projects"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = eve
+        .call(
+            Method::POST,
+            "projects",
+            Some(json!({ "workspaceId": ws, "name": "Sneaky" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = ann
+        .call(
+            Method::POST,
+            "projects",
+            Some(json!({ "workspaceId": ws, "name": "" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let (_, listed) = vic
+        .call(Method::GET, &format!("workspaces/{ws}/projects"), None)
+        .await;
+    assert_eq!(listed["projects"][0]["id"], id.as_str());
+    let (status, archived) = ann
+        .call(Method::POST, &format!("projects/{id}/archive"), None)
+        .await;
+    assert_eq!(
+        (status, archived["archived"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let (_, listed) = ann
+        .call(Method::GET, &format!("workspaces/{ws}/projects"), None)
+        .await;
+    assert_eq!(listed["projects"], json!([]));
+    let (_, listed) = ann
+        .call(
+            Method::GET,
+            &format!("workspaces/{ws}/projects?archived=true"),
+            None,
+        )
+        .await;
+    assert_eq!(listed["projects"][0]["archived"], true);
     server.stop().await;
 }

@@ -1,0 +1,229 @@
+//! `/api/v1/projects…`: a workspace's boards. Creating a project creates its board document
+//! (stored before the project row that points at it), whose id any client opens over the sync
+//! socket. Non-members get 404; members without the right role 403 (see [`crate::access`]).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use automerge::AutoCommit;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use taskflow_proto::DocumentId;
+use taskflow_proto::board::ops;
+
+use crate::access::Role;
+use crate::auth::http::{ApiError, Authenticated, body};
+use crate::server::Shared;
+use crate::store::{ProjectRow, StoredChange};
+
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/api/v1/projects", post(create))
+        .route("/api/v1/projects/{id}", get(show))
+        .route("/api/v1/projects/{id}/archive", post(archive))
+        .route("/api/v1/workspaces/{id}/projects", get(list))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateBody {
+    workspace_id: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    archived: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProjectJson {
+    id: String,
+    workspace_id: String,
+    name: String,
+    document_id: String,
+    /// `automerge:<documentId>`, what automerge-repo clients `find()`.
+    url: String,
+    archived: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ProjectsJson {
+    projects: Vec<ProjectJson>,
+}
+
+fn project_json(p: ProjectRow) -> ProjectJson {
+    ProjectJson {
+        url: format!("automerge:{}", p.document_id),
+        id: p.id,
+        workspace_id: p.workspace_id,
+        name: p.name,
+        document_id: p.document_id,
+        archived: p.archived_at.is_some(),
+    }
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "/problems/not-found",
+        "Not found",
+        &format!("no such {what} (or you are not a member of its workspace)"),
+    )
+}
+
+fn forbidden(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "/problems/forbidden",
+        "Forbidden",
+        why,
+    )
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The caller's role in `workspace`, or 404 (`what` names the thing asked for).
+async fn role_in(
+    shared: &Shared,
+    workspace: &str,
+    user: &str,
+    what: &str,
+) -> Result<Role, ApiError> {
+    Ok(shared
+        .identity
+        .store()
+        .membership(workspace, user)
+        .await?
+        .ok_or_else(|| not_found(what))?
+        .1)
+}
+
+/// A project the caller may see, and their role in its workspace.
+async fn visible_project(
+    shared: &Shared,
+    id: &str,
+    user: &str,
+) -> Result<(ProjectRow, Role), ApiError> {
+    let project = shared
+        .identity
+        .store()
+        .project(id)
+        .await?
+        .ok_or_else(|| not_found("project"))?;
+    let role = role_in(shared, &project.workspace_id, user, "project").await?;
+    Ok((project, role))
+}
+
+async fn create(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    request: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<ProjectJson>), ApiError> {
+    let b = body(request)?;
+    let name = b.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-input",
+            "Invalid input",
+            "a project name is 1 to 200 characters",
+        ));
+    }
+    let role = role_in(&shared, &b.workspace_id, &user.user_id, "workspace").await?;
+    if !role.can_create_projects() {
+        return Err(forbidden("viewers cannot create projects"));
+    }
+
+    // The board document first: a project row never points at a missing document.
+    let mut doc = AutoCommit::new();
+    ops::create_board(&mut doc, &name).map_err(|e| {
+        tracing::error!("creating a board document: {e}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "/problems/internal",
+            "Internal error",
+            "the board could not be created",
+        )
+    })?;
+    let document_id = DocumentId::random();
+    let changes: Vec<StoredChange> = doc
+        .get_changes(&[])
+        .into_iter()
+        .map(|mut c| StoredChange {
+            hash: c.hash(),
+            data: c.bytes().into_owned(),
+        })
+        .collect();
+    let now = now_ms();
+    let store = shared.identity.store();
+    store
+        .append(&document_id, &changes, &doc.get_heads(), now)
+        .await?;
+    let project = ProjectRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        workspace_id: b.workspace_id,
+        name,
+        document_id: document_id.to_string(),
+        created_by: user.user_id,
+        created_at: now,
+        archived_at: None,
+    };
+    store.create_project(&project).await?;
+    Ok((StatusCode::CREATED, Json(project_json(project))))
+}
+
+async fn show(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<ProjectJson>, ApiError> {
+    let (project, _) = visible_project(&shared, &id, &user.user_id).await?;
+    Ok(Json(project_json(project)))
+}
+
+async fn list(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(workspace): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<ProjectsJson>, ApiError> {
+    role_in(&shared, &workspace, &user.user_id, "workspace").await?;
+    let projects = shared
+        .identity
+        .store()
+        .projects_of(&workspace, query.archived)
+        .await?;
+    Ok(Json(ProjectsJson {
+        projects: projects.into_iter().map(project_json).collect(),
+    }))
+}
+
+async fn archive(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<ProjectJson>, ApiError> {
+    let (project, role) = visible_project(&shared, &id, &user.user_id).await?;
+    if !role.can_manage() {
+        return Err(forbidden("only owners and admins archive projects"));
+    }
+    shared
+        .identity
+        .store()
+        .archive_project(&project.id, now_ms())
+        .await?;
+    let (project, _) = visible_project(&shared, &id, &user.user_id).await?;
+    Ok(Json(project_json(project)))
+}
