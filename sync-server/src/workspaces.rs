@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Refusal, Role};
 use crate::auth::http::{ApiError, Authenticated, body};
+use crate::auth::{Email, tokens};
 use crate::server::Shared;
-use crate::store::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
+use crate::store::{InvitationRow, MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -28,7 +29,20 @@ pub fn routes() -> Router<Arc<Shared>> {
             patch(change_role).delete(remove),
         )
         .route("/api/v1/workspaces/{id}/leave", post(leave))
+        .route(
+            "/api/v1/workspaces/{id}/invitations",
+            post(invite).get(invitations),
+        )
+        .route(
+            "/api/v1/workspaces/{id}/invitations/{invitation}",
+            axum::routing::delete(revoke),
+        )
+        .route("/api/v1/invitations/accept", post(accept))
+        .route("/api/v1/invitations/decline", post(decline))
 }
+
+/// How long an invitation stays open.
+pub const INVITATION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +54,48 @@ struct CreateBody {
 #[serde(deny_unknown_fields)]
 struct RoleBody {
     role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    email: String,
+    role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    token: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvitationJson {
+    id: String,
+    workspace_id: String,
+    email: String,
+    role: &'static str,
+    expires_at: i64,
+    /// Only in the answer to the invite itself: what the invitee presents to accept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct InvitationsJson {
+    invitations: Vec<InvitationJson>,
+}
+
+fn invitation_json(i: InvitationRow, token: Option<String>) -> InvitationJson {
+    InvitationJson {
+        id: i.id,
+        workspace_id: i.workspace_id,
+        email: i.email,
+        role: i.role.as_str(),
+        expires_at: i.expires_at,
+        token,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -287,5 +343,177 @@ async fn leave(
         |_, role, owners| access::may_leave(role, owners).map(|()| MemberChange::Remove),
     )
     .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn invalid(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/invalid-input",
+        "Invalid input",
+        detail,
+    )
+}
+
+/// The caller's role if they may manage `workspace` (404 to non-members, 403 to the rest).
+async fn manager(shared: &Shared, workspace: &str, user: &str) -> Result<Role, ApiError> {
+    let (_, role) = membership(shared, workspace, user).await?;
+    if !role.can_manage() {
+        return Err(refused(Refusal::Forbidden));
+    }
+    Ok(role)
+}
+
+async fn invite(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+    request: Result<Json<InviteBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<InvitationJson>), ApiError> {
+    let b = body(request)?;
+    let actor = manager(&shared, &id, &user.user_id).await?;
+    let email = Email::parse(&b.email).map_err(|e| invalid(&e.to_string()))?;
+    let role = Role::parse(&b.role).ok_or_else(|| {
+        invalid(&format!(
+            "unknown role `{}` (owner, admin, member or viewer)",
+            b.role
+        ))
+    })?;
+    if role == Role::Owner && actor != Role::Owner {
+        return Err(refused(Refusal::Forbidden));
+    }
+    let now = now_ms();
+    let token = tokens::new_refresh_token();
+    let invitation = InvitationRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        workspace_id: id,
+        email: email.as_str().to_owned(),
+        role,
+        invited_by: user.user_id,
+        created_at: now,
+        expires_at: now + INVITATION_TTL.as_millis() as i64,
+        outcome: None,
+    };
+    shared
+        .identity
+        .store()
+        .create_invitation(&invitation, &tokens::refresh_token_hash(&token))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(invitation_json(invitation, Some(token))),
+    ))
+}
+
+async fn invitations(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<InvitationsJson>, ApiError> {
+    manager(&shared, &id, &user.user_id).await?;
+    let open = shared.identity.store().open_invitations(&id).await?;
+    Ok(Json(InvitationsJson {
+        invitations: open.into_iter().map(|i| invitation_json(i, None)).collect(),
+    }))
+}
+
+async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    Path((id, invitation)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    manager(&shared, &id, &user.user_id).await?;
+    let store = shared.identity.store();
+    let open = store.open_invitations(&id).await?;
+    if !open.iter().any(|i| i.id == invitation) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "/problems/not-found",
+            "Not found",
+            "no open invitation with this id in this workspace",
+        ));
+    }
+    store
+        .close_invitation(&invitation, "revoked", None, now_ms())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The open invitation a token names, addressed to the caller.
+async fn invitation_for(
+    shared: &Shared,
+    token: &str,
+    user_id: &str,
+) -> Result<InvitationRow, ApiError> {
+    let store = shared.identity.store();
+    let gone = |detail: &str| {
+        ApiError::new(
+            StatusCode::GONE,
+            "/problems/invitation-closed",
+            "Invitation closed",
+            detail,
+        )
+    };
+    let invitation = store
+        .invitation_by_token(&tokens::refresh_token_hash(token))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "/problems/not-found",
+                "Not found",
+                "no such invitation",
+            )
+        })?;
+    if let Some(outcome) = &invitation.outcome {
+        return Err(gone(&format!("this invitation was {outcome}")));
+    }
+    if invitation.expires_at <= now_ms() {
+        return Err(gone("this invitation has expired; ask for a new one"));
+    }
+    let me = store.user_by_id(user_id).await?;
+    if me.is_none_or(|u| u.email != invitation.email) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "/problems/forbidden",
+            "Forbidden",
+            "this invitation is for another email address",
+        ));
+    }
+    Ok(invitation)
+}
+
+async fn accept(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    request: Result<Json<TokenBody>, JsonRejection>,
+) -> Result<Json<WorkspaceJson>, ApiError> {
+    let token = body(request)?.token;
+    let invitation = invitation_for(&shared, &token, &user.user_id).await?;
+    let store = shared.identity.store();
+    store
+        .close_invitation(
+            &invitation.id,
+            "accepted",
+            Some((&user.user_id, invitation.role)),
+            now_ms(),
+        )
+        .await?;
+    let (workspace, role) = membership(&shared, &invitation.workspace_id, &user.user_id).await?;
+    Ok(Json(workspace_json(workspace, role)))
+}
+
+async fn decline(
+    State(shared): State<Arc<Shared>>,
+    Authenticated(user): Authenticated,
+    request: Result<Json<TokenBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let token = body(request)?.token;
+    let invitation = invitation_for(&shared, &token, &user.user_id).await?;
+    shared
+        .identity
+        .store()
+        .close_invitation(&invitation.id, "declined", None, now_ms())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -28,12 +28,14 @@ macro_rules! with_pool {
 }
 
 mod identity;
+mod invitations;
 mod postgres;
 mod projects;
 mod sqlite;
 mod workspaces;
 
 pub use identity::{Rotation, UserRow};
+pub use invitations::InvitationRow;
 pub use projects::ProjectRow;
 pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 

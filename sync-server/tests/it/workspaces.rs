@@ -10,7 +10,11 @@ use taskflow_testkit::Peer;
 
 use crate::support::{Backend, TestDb, TestServer, on_both_backends};
 
-on_both_backends!(members_roles_and_the_last_owner, projects_and_their_boards);
+on_both_backends!(
+    members_roles_and_the_last_owner,
+    projects_and_their_boards,
+    invitations_accept_decline_revoke,
+);
 
 struct User {
     base: String,
@@ -317,5 +321,176 @@ async fn projects_and_their_boards(backend: Backend) {
         )
         .await;
     assert_eq!(listed["projects"][0]["archived"], true);
+    server.stop().await;
+}
+
+async fn invitations_accept_decline_revoke(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(db.config()).await;
+    let ann = User::register(&server, "ann@example.com").await;
+    let bob = User::register(&server, "bob@example.com").await;
+    let cat = User::register(&server, "cat@example.com").await;
+    let (_, ws) = ann
+        .call(Method::POST, "workspaces", Some(json!({ "name": "Acme" })))
+        .await;
+    let ws = ws["id"].as_str().expect("id").to_owned();
+    let invite = |email: &str, role: &str| json!({ "email": email, "role": role });
+    let path = format!("workspaces/{ws}/invitations");
+
+    let (status, inv) = ann
+        .call(
+            Method::POST,
+            &path,
+            Some(invite("Bob@Example.com", "member")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{inv}");
+    assert_eq!(inv["email"], "bob@example.com");
+    let bob_token = inv["token"].as_str().expect("token").to_owned();
+    let (_, open) = ann.call(Method::GET, &path, None).await;
+    assert_eq!(open["invitations"][0]["email"], "bob@example.com");
+    assert!(
+        open["invitations"][0].get("token").is_none(),
+        "tokens are shown once"
+    );
+
+    // Someone else cannot use Bob's invitation.
+    let (status, _) = cat
+        .call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": bob_token })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, joined) = bob
+        .call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": bob_token })),
+        )
+        .await;
+    assert_eq!(
+        (status, joined["role"].as_str()),
+        (StatusCode::OK, Some("member"))
+    );
+    let (status, body) = bob
+        .call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": bob_token })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::GONE, Some("/problems/invitation-closed"))
+    );
+    // Members do not invite.
+    assert_eq!(
+        bob.call(Method::POST, &path, Some(invite("x@example.com", "viewer")))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Declined and revoked invitations cannot be accepted.
+    let (_, inv) = ann
+        .call(
+            Method::POST,
+            &path,
+            Some(invite("cat@example.com", "viewer")),
+        )
+        .await;
+    let cat_token = inv["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        cat.call(
+            Method::POST,
+            "invitations/decline",
+            Some(json!({ "token": cat_token }))
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        cat.call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": cat_token }))
+        )
+        .await
+        .0,
+        StatusCode::GONE
+    );
+    let (_, inv) = ann
+        .call(
+            Method::POST,
+            &path,
+            Some(invite("cat@example.com", "viewer")),
+        )
+        .await;
+    let again = inv["token"].as_str().expect("token").to_owned();
+    let revoke = format!("{path}/{}", inv["id"].as_str().expect("id"));
+    assert_eq!(
+        ann.call(Method::DELETE, &revoke, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        ann.call(Method::DELETE, &revoke, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        cat.call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": again }))
+        )
+        .await
+        .0,
+        StatusCode::GONE
+    );
+    assert_eq!(
+        cat.call(Method::GET, &format!("workspaces/{ws}"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Bad input, and an admin may not hand out ownership.
+    assert_eq!(
+        ann.call(Method::POST, &path, Some(invite("nope", "member")))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        ann.call(Method::POST, &path, Some(invite("d@example.com", "king")))
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let bob_member = format!("workspaces/{ws}/members/{}", bob.id);
+    ann.call(Method::PATCH, &bob_member, Some(json!({ "role": "admin" })))
+        .await;
+    assert_eq!(
+        bob.call(Method::POST, &path, Some(invite("d@example.com", "owner")))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        bob.call(Method::POST, &path, Some(invite("d@example.com", "admin")))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (status, _) = cat
+        .call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": "never issued" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
