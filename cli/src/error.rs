@@ -15,6 +15,8 @@ pub enum Kind {
     NotFound,
     /// 4: the server could not be reached, or did not finish syncing in time.
     Network,
+    /// 5: signing in failed, or the session has ended (run `taskflow login`).
+    Auth,
 }
 
 impl Kind {
@@ -24,6 +26,7 @@ impl Kind {
             Kind::BadInput => 2,
             Kind::NotFound => 3,
             Kind::Network => 4,
+            Kind::Auth => 5,
         })
     }
 
@@ -33,6 +36,7 @@ impl Kind {
             Kind::BadInput => "bad_input",
             Kind::NotFound => "not_found",
             Kind::Network => "network",
+            Kind::Auth => "auth",
         }
     }
 }
@@ -81,5 +85,21 @@ impl From<ClientError> for CliError {
             _ => e.to_string(),
         };
         CliError { kind, message }
+    }
+}
+
+impl From<taskflow_client_core::account::AccountError> for CliError {
+    fn from(e: taskflow_client_core::account::AccountError) -> Self {
+        use taskflow_client_core::account::AccountError;
+        let kind = match &e {
+            AccountError::BadUrl(_) => Kind::BadInput,
+            AccountError::Network(_) => Kind::Network,
+            AccountError::Rejected {
+                status: 401 | 403 | 429,
+                ..
+            } => Kind::Auth,
+            AccountError::Rejected { .. } => Kind::BadInput,
+        };
+        CliError::new(kind, e.to_string())
     }
 }

@@ -1,6 +1,7 @@
 //! `taskflow`: the command-line client. Every edit is saved to the profile's local store first
 //! and then offered to the server, so everything works offline and syncs when it can.
 
+mod credentials;
 mod error;
 mod profile;
 mod render;
@@ -16,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::tz::TimeZone;
 use serde_json::json;
+use taskflow_client_core::account::{AccountClient, AccountError, Credentials};
 use taskflow_client_core::board::ops::{NewTask, Position, TaskEdit};
 use taskflow_client_core::board::{Priority, TaskId};
 use taskflow_client_core::{
@@ -32,7 +34,8 @@ const QUICK_SYNC: Duration = Duration::from_secs(5);
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success · 1 failure (local store, damaged board) · 2 bad input ·
-3 unknown board, task, column or profile · 4 server unreachable or sync not finished in time.
+3 unknown board, task, column or profile · 4 server unreachable or sync not finished in time ·
+5 sign-in failed or the session ended.
 
 Edits are saved locally first; with a server configured they are then sent (waiting at most a
 few seconds). `--offline` never touches the network.";
@@ -75,6 +78,22 @@ enum Command {
         /// Only this board (default: every board in the store).
         board: Option<String>,
     },
+    /// Create an account on the profile's server and sign in.
+    Register {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Sign in to the profile's server (password from TASKFLOW_PASSWORD, a prompt, or stdin).
+    Login {
+        #[arg(long)]
+        email: String,
+    },
+    /// Sign out: end the session on the server and forget it here.
+    Logout,
+    /// Who this profile is signed in as.
+    Whoami,
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,10 +291,18 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     }
     let profiles = Profiles::load(&home)?;
     let profile = profiles.get(&cli.profile)?;
+    if matches!(
+        cli.command,
+        Command::Register { .. } | Command::Login { .. } | Command::Logout | Command::Whoami
+    ) {
+        return account_command(cli.command, &home, &cli.profile, &profile, cli.json).await;
+    }
     let server = match (&profile.server, cli.offline) {
         (Some(url), false) => {
             let mut server = ServerConfig::new(url)?;
-            server.token = profile.token.clone();
+            server.token = signed_in_token(&home, &cli.profile, url)
+                .await
+                .or_else(|| profile.token.clone());
             Some(server)
         }
         _ => None,
@@ -311,9 +338,116 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Task(command) => task_command(&session, command).await,
         Command::Sync { timeout } => sync(&session, timeout).await,
         Command::Watch { board } => watch(&session, board).await,
+        Command::Register { .. } | Command::Login { .. } | Command::Logout | Command::Whoami => {
+            unreachable!("handled above")
+        }
     };
     session.client.shutdown().await;
     result
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// The access token of the profile's signed-in session, refreshed when about to expire.
+/// A session that has ended is reported once and forgotten; the command goes on without it.
+async fn signed_in_token(home: &std::path::Path, profile: &str, url: &str) -> Option<String> {
+    let stored = credentials::load(home, profile).ok()??;
+    let accounts = AccountClient::for_sync_url(url).ok()?;
+    match accounts.fresh(stored.clone()).await {
+        Ok(fresh) => {
+            if fresh != stored {
+                let _ = credentials::save(home, profile, &fresh);
+            }
+            Some(fresh.access_token)
+        }
+        Err(AccountError::Rejected { .. }) => {
+            eprintln!("taskflow: the session has ended; sign in again with `taskflow login`");
+            let _ = credentials::forget(home, profile);
+            None
+        }
+        // Offline: the stored token is what there is.
+        Err(_) => Some(stored.access_token),
+    }
+}
+
+fn read_password() -> Result<String, CliError> {
+    if let Ok(password) = std::env::var("TASKFLOW_PASSWORD") {
+        return Ok(password);
+    }
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ")
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    }
+    .map_err(|e| CliError::new(Kind::Failure, format!("reading the password: {e}")))?;
+    Ok(password.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn account_command(
+    command: Command,
+    home: &std::path::Path,
+    profile_name: &str,
+    profile: &Profile,
+    json: bool,
+) -> Result<(), CliError> {
+    let url = profile.server.as_deref().ok_or_else(|| {
+        CliError::bad_input(format!(
+            "profile `{profile_name}` has no server; set one with `taskflow profile set {profile_name} --server URL`"
+        ))
+    })?;
+    let accounts = AccountClient::for_sync_url(url)?;
+    let signed_in = |credentials: &Credentials| {
+        if json {
+            println!("{}", json!({ "user": credentials.user }));
+        } else {
+            println!(
+                "Signed in as {} <{}>",
+                credentials.user.name, credentials.user.email
+            );
+        }
+    };
+    match command {
+        Command::Register { email, name } => {
+            let credentials = accounts.register(&email, &name, &read_password()?).await?;
+            credentials::save(home, profile_name, &credentials)?;
+            signed_in(&credentials);
+        }
+        Command::Login { email } => {
+            let credentials = accounts.login(&email, &read_password()?).await?;
+            credentials::save(home, profile_name, &credentials)?;
+            signed_in(&credentials);
+        }
+        Command::Logout => {
+            if let Some(credentials) = credentials::load(home, profile_name)? {
+                // Forget locally whatever the server says: signing out must always work here.
+                if let Ok(fresh) = accounts.fresh(credentials).await {
+                    let _ = accounts.logout(&fresh).await;
+                }
+                credentials::forget(home, profile_name)?;
+            }
+            if !json {
+                println!("Signed out.");
+            }
+        }
+        Command::Whoami => {
+            let stored = credentials::load(home, profile_name)?.ok_or_else(|| {
+                CliError::new(Kind::Auth, "not signed in; run `taskflow login --email …`")
+            })?;
+            let fresh = accounts.fresh(stored.clone()).await?;
+            if fresh != stored {
+                credentials::save(home, profile_name, &fresh)?;
+            }
+            let user = accounts.me(&fresh).await?;
+            if json {
+                println!("{}", json!({ "user": user }));
+            } else {
+                println!("{} <{}> on {url}", user.name, user.email);
+            }
+        }
+        _ => unreachable!("only account commands come here"),
+    }
+    Ok(())
 }
 
 fn profile_command(

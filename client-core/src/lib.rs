@@ -3,6 +3,7 @@
 //!
 //! - [`Client`] is the handle UIs and the CLI use: open boards, make typed edits, watch
 //!   [`ClientEvent`]s (board changes, sync status, presence, connection).
+//! - [`account`]: register, sign in, refresh and sign out over the server's REST API.
 //! - `engine`: the one task that owns the store, the replicas and the socket.
 //! - [`store`]: the local replica store (SQLite in the data directory).
 //! - `replica`: one board's document and what is stored and synced of it.
@@ -10,6 +11,7 @@
 //! - [`presence`]: who else views a board, with expiry.
 //! - [`backoff`]: reconnect delays.
 
+pub mod account;
 pub mod backoff;
 pub mod changes;
 mod client;

@@ -1,5 +1,6 @@
 //! The `taskflow` binary end to end, as a user or a script runs it.
 
+mod account;
 mod crash;
 mod session;
 mod support;

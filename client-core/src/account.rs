@@ -1,0 +1,257 @@
+//! Accounts on a Taskflow server, over its REST API: register, sign in, refresh, sign out,
+//! who am I. The server is named by its sync URL (`ws://host:port/api/v1/sync`); the REST base
+//! is the same host over `http`/`https`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Refresh an access token this long before it expires.
+pub const REFRESH_MARGIN_SECS: i64 = 60;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// What signing in gives: keep it private (the CLI writes it with 0600 permissions).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub user: AccountUser,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Whether the access token expires within [`REFRESH_MARGIN_SECS`] of `now` (seconds since
+    /// the epoch), or cannot be read.
+    pub fn needs_refresh(&self, now: i64) -> bool {
+        access_token_expiry(&self.access_token).is_none_or(|exp| exp - REFRESH_MARGIN_SECS <= now)
+    }
+}
+
+/// The `exp` claim of a JWT, read without checking the signature (the server checks it; the
+/// client only wants to know when to refresh).
+pub fn access_token_expiry(token: &str) -> Option<i64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Value>(&bytes).ok()?["exp"].as_i64()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid server URL `{0}`")]
+    BadUrl(String),
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    /// The server said no; `kind` is its problem `type` (e.g. `/problems/invalid-credentials`).
+    #[error("{detail}")]
+    Rejected {
+        status: u16,
+        kind: String,
+        detail: String,
+    },
+}
+
+impl AccountError {
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            AccountError::Rejected { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AccountClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl AccountClient {
+    /// The account API of the server whose sync endpoint is `sync_url`.
+    pub fn for_sync_url(sync_url: &str) -> Result<AccountClient, AccountError> {
+        let bad = || AccountError::BadUrl(sync_url.to_owned());
+        let (scheme, rest) = if let Some(rest) = sync_url.strip_prefix("wss://") {
+            ("https", rest)
+        } else if let Some(rest) = sync_url.strip_prefix("ws://") {
+            ("http", rest)
+        } else {
+            return Err(bad());
+        };
+        let host = rest
+            .split(['/', '?'])
+            .next()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(bad)?;
+        Ok(AccountClient {
+            base: format!("{scheme}://{host}/api/v1/auth"),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<Value, AccountError> {
+        let mut request = self.http.request(method, format!("{}/{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| AccountError::Network(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| AccountError::Network(e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        Err(AccountError::Rejected {
+            status: status.as_u16(),
+            kind: value["type"].as_str().unwrap_or("about:blank").to_owned(),
+            detail: value["detail"]
+                .as_str()
+                .map_or_else(|| format!("the server answered {status}"), str::to_owned),
+        })
+    }
+
+    fn credentials(value: Value) -> Result<Credentials, AccountError> {
+        serde_json::from_value(value)
+            .map_err(|e| AccountError::Network(format!("unexpected answer: {e}")))
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<Credentials, AccountError> {
+        let body = json!({ "email": email, "name": name, "password": password });
+        Self::credentials(
+            self.call(reqwest::Method::POST, "register", None, Some(body))
+                .await?,
+        )
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Result<Credentials, AccountError> {
+        let body = json!({ "email": email, "password": password });
+        Self::credentials(
+            self.call(reqwest::Method::POST, "login", None, Some(body))
+                .await?,
+        )
+    }
+
+    /// A new pair for a refresh token (each refresh token works once).
+    pub async fn refresh(&self, credentials: &Credentials) -> Result<Credentials, AccountError> {
+        let body = json!({ "refreshToken": credentials.refresh_token });
+        Self::credentials(
+            self.call(reqwest::Method::POST, "refresh", None, Some(body))
+                .await?,
+        )
+    }
+
+    /// Refreshes when the access token is about to expire; returns what to use (and keep).
+    pub async fn fresh(&self, credentials: Credentials) -> Result<Credentials, AccountError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if credentials.needs_refresh(now) {
+            self.refresh(&credentials).await
+        } else {
+            Ok(credentials)
+        }
+    }
+
+    pub async fn me(&self, credentials: &Credentials) -> Result<AccountUser, AccountError> {
+        let value = self
+            .call(
+                reqwest::Method::GET,
+                "me",
+                Some(&credentials.access_token),
+                None,
+            )
+            .await?;
+        serde_json::from_value(value)
+            .map_err(|e| AccountError::Network(format!("unexpected answer: {e}")))
+    }
+
+    pub async fn logout(&self, credentials: &Credentials) -> Result<(), AccountError> {
+        self.call(
+            reqwest::Method::POST,
+            "logout",
+            Some(&credentials.access_token),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt_with_exp(exp: i64) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        let body = URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"u","exp":{exp}}}"#));
+        format!("{header}.{body}.signature")
+    }
+
+    #[test]
+    fn refresh_is_due_shortly_before_expiry() {
+        let credentials = |token: String| Credentials {
+            access_token: token,
+            refresh_token: "r".into(),
+            user: AccountUser {
+                id: "u".into(),
+                email: "ann@example.com".into(),
+                name: "Ann".into(),
+            },
+        };
+        let now = 1_800_000_000;
+        assert!(!credentials(jwt_with_exp(now + 600)).needs_refresh(now));
+        assert!(credentials(jwt_with_exp(now + 30)).needs_refresh(now));
+        assert!(credentials("not a jwt".into()).needs_refresh(now));
+        assert!(!format!("{:?}", credentials(jwt_with_exp(now))).contains("signature"));
+    }
+
+    #[test]
+    fn the_rest_base_follows_the_sync_url() {
+        let base = |url: &str| AccountClient::for_sync_url(url).map(|c| c.base);
+        assert_eq!(
+            base("ws://127.0.0.1:8080/api/v1/sync").expect("ws"),
+            "http://127.0.0.1:8080/api/v1/auth"
+        );
+        assert_eq!(
+            base("wss://boards.example.com/api/v1/sync?x=1").expect("wss"),
+            "https://boards.example.com/api/v1/auth"
+        );
+        assert!(base("http://example.com").is_err());
+        assert!(base("ws:///api").is_err());
+    }
+}
