@@ -10,6 +10,7 @@
 //! - [`auth`]: password hashing and access/refresh tokens (the identity issue builds on it).
 //! - [`workspaces`]: the `/api/v1/workspaces` routes (workspaces and members).
 //! - [`projects`]: the `/api/v1/projects` routes (boards of a workspace, with their documents).
+//! - [`openapi`]: the OpenAPI document of the REST routes.
 //! - [`config`]: flags and environment.
 
 pub mod access;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod doc;
 pub mod link;
+pub mod openapi;
 pub mod projects;
 pub mod server;
 pub mod store;

@@ -117,6 +117,7 @@ impl Server {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
+            .route("/api/v1/openapi.json", get(openapi))
             .route("/api/v1/sync", get(sync_socket))
             .merge(crate::auth::http::routes())
             .merge(crate::workspaces::routes())
@@ -154,6 +155,10 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
 }
 
 async fn healthz() -> Json<body::Health> {

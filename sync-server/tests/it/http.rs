@@ -59,3 +59,49 @@ async fn an_unknown_route_gets_a_404_problem() {
     assert!(body.contains("/api/v1/sync"), "{body}");
     server.stop().await;
 }
+
+/// Every operation in the OpenAPI document is routed: it answers anything but the fallback's
+/// "no route" (a 405 would also mean the path is routed for another method only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_matches_the_routes() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", server.addr);
+    let document: serde_json::Value = http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().expect("paths");
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().expect("ops").len())
+            .sum::<usize>(),
+        taskflow_sync_server::openapi::OPERATIONS.len()
+    );
+    for (path, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let url = format!("{base}{}", path.replace('{', "x").replace('}', ""));
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let response = http
+                .request(method.clone(), &url)
+                .send()
+                .await
+                .expect("request");
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            assert!(
+                !(status == 404 && body.contains("no route for")) && status != 405,
+                "{method} {path} is documented but not routed ({status})"
+            );
+        }
+    }
+    server.stop().await;
+}
