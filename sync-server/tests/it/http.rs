@@ -105,3 +105,37 @@ async fn the_openapi_document_matches_the_routes() {
     }
     server.stop().await;
 }
+
+/// And the other way round: every path the source routes is documented.
+#[test]
+fn every_routed_path_is_documented() {
+    let documented: std::collections::BTreeSet<&str> = taskflow_sync_server::openapi::OPERATIONS
+        .iter()
+        .map(|(_, path, _, _)| *path)
+        .collect();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut routed = std::collections::BTreeSet::new();
+    let mut stack = vec![src];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            for piece in text.split(".route(").skip(1) {
+                if let Some(literal) = piece.trim_start().strip_prefix('"') {
+                    routed.insert(literal.split('"').next().expect("literal").to_owned());
+                }
+            }
+        }
+    }
+    assert!(routed.len() >= 10, "found the routes: {routed:?}");
+    for path in &routed {
+        assert!(
+            documented.contains(path.as_str()),
+            "{path} is routed but not in the OpenAPI document"
+        );
+    }
+}
