@@ -5,25 +5,20 @@ use std::time::Instant;
 use taskflow_client_core::ClientEvent;
 
 use taskflow_client_core::presence::{PRESENCE_HEARTBEAT, PRESENCE_TTL};
-use taskflow_testkit::server::TestServer;
 
-use crate::support::{add_task, client, next_event, synced};
+use crate::support::{SharedBoard, next_event, shared_board};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_see_each_other_and_quiet_ones_expire() {
-    let server_dir = tempfile::tempdir().expect("dir");
-    let server = TestServer::start(server_dir.path()).await;
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let a = client(a_dir.path(), "ann", Some(&server.url())).await;
-    let b = client(b_dir.path(), "bob", Some(&server.url())).await;
-    let board = a.create_board("Team").await.expect("create");
-    let task = add_task(&a, board, "review").await;
-    synced(&a, board).await;
-    b.fetch(board).await.expect("fetch");
-    synced(&b, board).await;
+    let SharedBoard {
+        ann: a,
+        bob: b,
+        board,
+        task,
+        server: _server,
+        server_dir: _server_dir,
+        client_dirs: _dirs,
+    } = shared_board("Team", "review").await;
 
     let mut b_events = b.subscribe();
     a.set_viewing(board, Some(task.clone()))

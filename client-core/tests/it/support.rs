@@ -9,6 +9,8 @@ use taskflow_client_core::board::ops::NewTask;
 use taskflow_client_core::{
     Client, ClientConfig, ClientEvent, DocumentId, Edit, Edited, ServerConfig, SyncStatus,
 };
+use taskflow_testkit::server::TestServer;
+use tempfile::TempDir;
 
 /// Bound on every wait.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,6 +27,43 @@ pub async fn client(dir: &Path, user: &str, server: Option<&str>) -> Client {
     Client::open(config(dir, user, server))
         .await
         .expect("client opens")
+}
+
+/// Ann and Bob on one board through our (in-process) server: Ann made it with one task, Bob
+/// fetched it, both in sync. The temp directories live as long as this.
+pub struct SharedBoard {
+    pub server: TestServer,
+    pub server_dir: TempDir,
+    pub ann: Client,
+    pub bob: Client,
+    pub board: DocumentId,
+    pub task: TaskId,
+    pub client_dirs: (TempDir, TempDir),
+}
+
+pub async fn shared_board(name: &str, task: &str) -> SharedBoard {
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = TestServer::start(server_dir.path()).await;
+    let dirs = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let ann = client(dirs.0.path(), "ann", Some(&server.url())).await;
+    let bob = client(dirs.1.path(), "bob", Some(&server.url())).await;
+    let board = ann.create_board(name).await.expect("create");
+    let task = add_task(&ann, board, task).await;
+    synced(&ann, board).await;
+    bob.fetch(board).await.expect("fetch");
+    synced(&bob, board).await;
+    SharedBoard {
+        server,
+        server_dir,
+        ann,
+        bob,
+        board,
+        task,
+        client_dirs: dirs,
+    }
 }
 
 pub async fn add_task(client: &Client, board: DocumentId, title: &str) -> TaskId {

@@ -11,7 +11,9 @@ use taskflow_proto::StorageId;
 use taskflow_testkit::Peer;
 use taskflow_testkit::server::TestServer;
 
-use crate::support::{add_task, client, next_event, synced, titles, until_board};
+use crate::support::{
+    SharedBoard, add_task, client, next_event, shared_board, synced, titles, until_board,
+};
 
 /// What the server holds of a board, read by a fresh raw peer.
 async fn server_board(server: &TestServer, id: taskflow_client_core::DocumentId) -> Board {
@@ -27,21 +29,15 @@ async fn server_board(server: &TestServer, id: taskflow_client_core::DocumentId)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_reach_the_other_client_live_with_a_notice_of_what_changed() {
-    let server_dir = tempfile::tempdir().expect("dir");
-    let server = TestServer::start(server_dir.path()).await;
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let a = client(a_dir.path(), "ann", Some(&server.url())).await;
-    let b = client(b_dir.path(), "bob", Some(&server.url())).await;
-
-    let board = a.create_board("Launch").await.expect("create");
-    let task = add_task(&a, board, "write the announcement").await;
-    synced(&a, board).await;
-
-    b.fetch(board).await.expect("fetch");
-    synced(&b, board).await;
+    let SharedBoard {
+        server,
+        server_dir: _server_dir,
+        ann: a,
+        bob: b,
+        board,
+        task,
+        client_dirs: _dirs,
+    } = shared_board("Launch", "write the announcement").await;
     assert_eq!(b.board(board).await.expect("board").name, "Launch");
 
     let mut a_events = a.subscribe();
@@ -99,19 +95,15 @@ async fn edits_reach_the_other_client_live_with_a_notice_of_what_changed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_offline_edits_converge_once_the_server_is_back() {
-    let server_dir = tempfile::tempdir().expect("dir");
-    let server = TestServer::start(server_dir.path()).await;
-    let (a_dir, b_dir) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let a = client(a_dir.path(), "ann", Some(&server.url())).await;
-    let b = client(b_dir.path(), "bob", Some(&server.url())).await;
-    let board = a.create_board("Sprint").await.expect("create");
-    let task = add_task(&a, board, "fix login").await;
-    synced(&a, board).await;
-    b.fetch(board).await.expect("fetch");
-    synced(&b, board).await;
+    let SharedBoard {
+        server,
+        server_dir,
+        ann: a,
+        bob: b,
+        board,
+        task,
+        client_dirs: _dirs,
+    } = shared_board("Sprint", "fix login").await;
 
     // The server goes down; both keep working.
     let addr = server.addr;
