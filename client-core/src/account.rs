@@ -67,15 +67,6 @@ pub enum AccountError {
     },
 }
 
-impl AccountError {
-    pub fn kind(&self) -> Option<&str> {
-        match self {
-            AccountError::Rejected { kind, .. } => Some(kind),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct AccountClient {
     base: String,

@@ -27,3 +27,10 @@ pub mod workspaces;
 
 pub use config::Config;
 pub use server::Server;
+
+/// Milliseconds since the Unix epoch: the server's one wall clock (stored times, expiries).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -3,7 +3,6 @@
 //! socket. Non-members get 404; members without the right role 403 (see [`crate::access`]).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::AutoCommit;
 use axum::extract::rejection::JsonRejection;
@@ -17,6 +16,7 @@ use taskflow_proto::board::ops;
 
 use crate::access::Role;
 use crate::auth::http::{ApiError, Authenticated, body};
+use crate::now_ms;
 use crate::server::Shared;
 use crate::store::{ProjectRow, StoredChange};
 
@@ -86,12 +86,6 @@ fn forbidden(why: &str) -> ApiError {
         "Forbidden",
         why,
     )
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The caller's role in `workspace`, or 404 (`what` names the thing asked for).

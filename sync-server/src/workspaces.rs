@@ -4,7 +4,6 @@
 //! without the right role gets 403. Who may do what is [`crate::access`].
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::{self, Refusal, Role};
 use crate::auth::http::{ApiError, Authenticated, body};
 use crate::auth::{Email, tokens};
+use crate::now_ms;
 use crate::server::Shared;
 use crate::store::{InvitationRow, MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
@@ -157,12 +157,6 @@ fn refused(refusal: Refusal) -> ApiError {
             &refusal.to_string(),
         ),
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn create(

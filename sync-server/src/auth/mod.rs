@@ -21,8 +21,9 @@ pub mod tokens;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::now_ms;
 use crate::store::{Rotation, Store, StoreError, UserRow};
 use tokens::{AUDIENCE, Claims, ISSUER, TokenError, TokenKeys};
 
@@ -109,12 +110,6 @@ pub struct Identity {
     per_account: Arc<Mutex<limit::Limiter>>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// A hash to verify against when the account does not exist, so a login for an unknown email
 /// takes as long as one with a wrong password.
 fn decoy_hash() -> &'static str {
@@ -157,10 +152,6 @@ impl Identity {
 
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn keys(&self) -> &TokenKeys {
-        &self.keys
     }
 
     pub async fn register(

@@ -6,7 +6,6 @@
 //! closes the document's peers and ends the actor without ever offering the unstored heads.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::sync;
 use taskflow_proto::DocumentId;
@@ -16,6 +15,7 @@ use tokio::sync::mpsc;
 use super::state::{DocState, load_document};
 use super::{DocCommand, Registry};
 use crate::link::{ConnId, PeerLink, close_code};
+use crate::now_ms;
 
 /// Most commands applied before the batch is persisted and answered.
 const MAX_BATCH: usize = 256;
@@ -32,12 +32,6 @@ pub(super) struct Actor {
 
 /// Why the actor must end now.
 struct Fatal;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 impl Actor {
     pub(super) fn new(

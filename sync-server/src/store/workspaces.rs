@@ -38,6 +38,18 @@ fn role(text: &str) -> Result<Role, StoreError> {
     Role::parse(text).ok_or_else(|| StoreError::Write(format!("stored role `{text}` is unknown")))
 }
 
+/// A `w.id, w.name, w.created_at, m.role` row: the workspace and a member's role in it.
+macro_rules! workspace_and_role {
+    ($r:expr) => {{
+        let workspace = WorkspaceRow {
+            id: $r.get(0),
+            name: $r.get(1),
+            created_at: $r.get(2),
+        };
+        (workspace, role(&$r.get::<String, _>(3))?)
+    }};
+}
+
 impl Store {
     /// Creates a workspace with `owner` as its owner, in one transaction.
     pub async fn create_workspace(
@@ -81,16 +93,7 @@ impl Store {
             .bind(user)
             .fetch_all(pool)
             .await?;
-            rows.iter()
-                .map(|r| {
-                    let workspace = WorkspaceRow {
-                        id: r.get(0),
-                        name: r.get(1),
-                        created_at: r.get(2),
-                    };
-                    Ok((workspace, role(&r.get::<String, _>(3))?))
-                })
-                .collect()
+            rows.iter().map(|r| Ok(workspace_and_role!(r))).collect()
         })
     }
 
@@ -110,15 +113,7 @@ impl Store {
             .bind(user)
             .fetch_optional(pool)
             .await?;
-            row.map(|r| {
-                let workspace = WorkspaceRow {
-                    id: r.get(0),
-                    name: r.get(1),
-                    created_at: r.get(2),
-                };
-                Ok((workspace, role(&r.get::<String, _>(3))?))
-            })
-            .transpose()
+            row.map(|r| Ok(workspace_and_role!(r))).transpose()
         })
     }
 
