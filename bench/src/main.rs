@@ -16,7 +16,7 @@ use automerge::{ROOT, ReadDoc, ScalarValue};
 use clap::{Parser, ValueEnum};
 use taskflow_bench::{big_board, cpu_seconds, rss_mib};
 use taskflow_proto::DocumentId;
-use taskflow_testkit::Peer;
+use taskflow_testkit::{Account, Peer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -62,12 +62,23 @@ struct ServerUnderTest {
     target: Target,
     child: Child,
     url: String,
+    /// Ours only: the account the bench signs in as (kept across restarts).
+    account: Option<Account>,
     dir: PathBuf,
     server_bin: PathBuf,
 }
 
 impl ServerUnderTest {
     async fn start(target: Target, dir: &Path, server_bin: &Path) -> anyhow::Result<Self> {
+        Self::start_as(target, dir, server_bin, None).await
+    }
+
+    async fn start_as(
+        target: Target,
+        dir: &Path,
+        server_bin: &Path,
+        account: Option<Account>,
+    ) -> anyhow::Result<Self> {
         let mut command = match target {
             Target::Ours => {
                 let mut c = Command::new(server_bin);
@@ -109,10 +120,17 @@ impl ServerUnderTest {
         } else {
             ""
         };
+        let addr = format!("127.0.0.1:{port}");
+        let account = match (target, account) {
+            (Target::Js, _) => None,
+            (Target::Ours, Some(account)) => Some(account.at(&addr)),
+            (Target::Ours, None) => Some(register(&addr).await?),
+        };
         Ok(Self {
             target,
             child,
-            url: format!("ws://127.0.0.1:{port}{path}"),
+            account,
+            url: format!("ws://{addr}{path}"),
             dir: dir.to_owned(),
             server_bin: server_bin.to_owned(),
         })
@@ -127,7 +145,7 @@ impl ServerUnderTest {
             .status()
             .await?;
         tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
-        Self::start(self.target, &self.dir, &self.server_bin).await
+        Self::start_as(self.target, &self.dir, &self.server_bin, self.account.take()).await
     }
 
     fn pid(&self) -> u32 {
@@ -151,8 +169,12 @@ fn report(target: Target, metric: &str, value: String) {
 
 /// Time from sending a `request` to the first sync reply arriving, and to holding the whole
 /// document (which includes this client applying it).
-async fn fetch(url: &str, id: DocumentId, name: &str) -> anyhow::Result<(Duration, Duration)> {
-    let mut peer = connect(url, name).await?;
+async fn fetch(
+    server: &ServerUnderTest,
+    id: DocumentId,
+    name: &str,
+) -> anyhow::Result<(Duration, Duration)> {
+    let mut peer = connect(server, name).await?;
     let start = Instant::now();
     peer.request(id).await?;
     let first = loop {
@@ -184,7 +206,7 @@ async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
         "big board size",
         format!("{} tasks, {size} bytes", args.tasks),
     );
-    let mut owner = connect(&server.url, "owner").await?;
+    let mut owner = connect(&server, "owner").await?;
     let id = owner.create(board).await?;
     owner
         .until_server_has_all(&[id], Duration::from_secs(300))
@@ -193,7 +215,7 @@ async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     // Let the server finish digesting the upload (its first compaction) before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let (first, total) = fetch(&server.url, id, "fresh-mem").await?;
+    let (first, total) = fetch(&server, id, "fresh-mem").await?;
     report_fetch(t, "in memory", first, total);
     report(
         t,
@@ -202,7 +224,7 @@ async fn big_board_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     );
 
     server = server.restart().await?;
-    let (first, total) = fetch(&server.url, id, "fresh-disk").await?;
+    let (first, total) = fetch(&server, id, "fresh-disk").await?;
     report_fetch(t, "from storage after restart", first, total);
     Ok(())
 }
@@ -211,7 +233,7 @@ async fn many_boards_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Re
     let t = args.target;
     let mut server = ServerUnderTest::start(t, dir, bin).await?;
     let board = big_board(args.tasks);
-    let mut owner = connect(&server.url, "owner").await?;
+    let mut owner = connect(&server, "owner").await?;
     let mut ids = Vec::new();
     for _ in 0..args.boards {
         ids.push(owner.create(board.clone()).await?);
@@ -227,7 +249,7 @@ async fn many_boards_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Re
         "RSS idle after restart",
         format!("{:.1} MiB", server.rss_mib()),
     );
-    let mut reader = connect(&server.url, "reader").await?;
+    let mut reader = connect(&server, "reader").await?;
     reader.request(ids[0]).await?;
     reader
         .until_server_has_all(&ids[..1], Duration::from_secs(300))
@@ -257,7 +279,7 @@ async fn editing_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result
     for peers in [2usize, 10, 50] {
         let dir = dir.join(format!("{peers}-peers"));
         let server = ServerUnderTest::start(t, &dir, bin).await?;
-        let mut owner = connect(&server.url, "owner").await?;
+        let mut owner = connect(&server, "owner").await?;
         let id = owner.create(big_board(20)).await?;
         owner
             .until_server_has_all(&[id], Duration::from_secs(60))
@@ -266,7 +288,7 @@ async fn editing_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Result
 
         let mut all = Vec::new();
         for n in 0..peers {
-            let mut p = connect(&server.url, &format!("peer-{n}")).await?;
+            let mut p = connect(&server, &format!("peer-{n}")).await?;
             p.request(id).await?;
             p.until_server_has_all(&[id], Duration::from_secs(60))
                 .await?;
@@ -359,7 +381,7 @@ async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     let t = args.target;
     let server = ServerUnderTest::start(t, dir, bin).await?;
     let mut template = big_board(1);
-    let mut creator = connect(&server.url, "creator").await?;
+    let mut creator = connect(&server, "creator").await?;
     let start = Instant::now();
     let mut ids = Vec::new();
     for _ in 0..args.docs {
@@ -377,7 +399,7 @@ async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     );
     creator.close().await?;
 
-    let mut reader = connect(&server.url, "reader").await?;
+    let mut reader = connect(&server, "reader").await?;
     let start = Instant::now();
     for &id in &ids {
         reader.request(id).await?;
@@ -397,17 +419,26 @@ async fn many_docs_scenario(args: &Args, dir: &Path, bin: &Path) -> anyhow::Resu
     Ok(())
 }
 
-/// Connects, retrying briefly: a server that just printed its port may not accept yet.
-async fn connect(url: &str, name: &str) -> anyhow::Result<Peer> {
+/// Signs up the bench's account, retrying briefly: a server that just printed its port may not
+/// accept yet.
+async fn register(addr: &str) -> anyhow::Result<Account> {
     let mut last = None;
     for _ in 0..20 {
-        match Peer::connect(url, name).await {
-            Ok(peer) => return Ok(peer),
+        match Account::register(addr, "Bench").await {
+            Ok(account) => return Ok(account),
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Err(last.unwrap_or_else(|| anyhow!("no attempt made")))
+}
+
+/// Joins the server under test (as the bench's account on ours).
+async fn connect(server: &ServerUnderTest, name: &str) -> anyhow::Result<Peer> {
+    match &server.account {
+        Some(account) => Peer::connect_as(account, name).await,
+        None => Peer::connect(&server.url, name).await,
+    }
 }
 
 fn report_fetch(t: Target, from: &str, first: Duration, total: Duration) {

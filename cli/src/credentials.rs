@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use taskflow_client_core::account::Credentials;
+use taskflow_client_core::account::{CredentialStore, Credentials};
 
 use crate::error::{CliError, Kind};
 
@@ -53,5 +53,33 @@ pub fn forget(home: &Path, profile: &str) -> Result<(), CliError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(failure(e)),
+    }
+}
+
+/// A profile's credentials file as the client's [`CredentialStore`]: re-read before each
+/// refresh, so that another `taskflow` process's refresh is not undone.
+pub struct ProfileCredentials {
+    home: PathBuf,
+    profile: String,
+}
+
+impl ProfileCredentials {
+    pub fn new(home: &Path, profile: &str) -> Self {
+        Self {
+            home: home.to_owned(),
+            profile: profile.to_owned(),
+        }
+    }
+}
+
+impl CredentialStore for ProfileCredentials {
+    fn load(&self) -> Option<Credentials> {
+        load(&self.home, &self.profile).ok().flatten()
+    }
+
+    fn save(&self, credentials: &Credentials) {
+        if let Err(e) = save(&self.home, &self.profile, credentials) {
+            eprintln!("taskflow: {}", e.message);
+        }
     }
 }

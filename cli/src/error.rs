@@ -72,7 +72,7 @@ impl From<ClientError> for CliError {
                 Kind::NotFound
             }
             ClientError::NotYetReceived(_) => Kind::Network,
-            ClientError::BadServerUrl { .. } => Kind::BadInput,
+            ClientError::BadServerUrl { .. } | ClientError::AlreadyExists(_) => Kind::BadInput,
             ClientError::Store(_)
             | ClientError::Schema(_)
             | ClientError::Corrupt { .. }
@@ -93,6 +93,7 @@ impl From<taskflow_client_core::account::AccountError> for CliError {
         use taskflow_client_core::account::AccountError;
         let kind = match &e {
             AccountError::BadUrl(_) => Kind::BadInput,
+            AccountError::SignedOut => Kind::Auth,
             AccountError::Network(_) => Kind::Network,
             AccountError::Rejected {
                 status: 401 | 403 | 429,

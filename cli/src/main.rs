@@ -10,6 +10,7 @@ mod resolve;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::tz::TimeZone;
 use serde_json::json;
-use taskflow_client_core::account::{AccountClient, AccountError, Credentials};
+use taskflow_client_core::account::{AccountClient, AccountError, Credentials, Session as SignedIn};
 use taskflow_client_core::board::ops::{NewTask, Position, TaskEdit};
 use taskflow_client_core::board::{Priority, TaskId};
 use taskflow_client_core::{
@@ -26,6 +27,7 @@ use taskflow_client_core::{
 };
 use tokio::sync::broadcast;
 
+use crate::credentials::ProfileCredentials;
 use crate::error::{CliError, Kind};
 use crate::profile::{DEFAULT_PROFILE, Profile, Profiles};
 
@@ -120,10 +122,14 @@ enum ProfileCommand {
 
 #[derive(Debug, Subcommand)]
 enum BoardCommand {
-    /// Create a board.
+    /// Create a board (signed in: in a workspace on the server, which needs the network).
     Create {
         /// The board's name.
         name: String,
+        /// The workspace (id or name) to create it in; defaults to your only workspace, or a new
+        /// personal one when you have none.
+        #[arg(long)]
+        workspace: Option<String>,
     },
     /// List the boards in the local store.
     List,
@@ -277,6 +283,8 @@ fn main() -> ExitCode {
 /// Everything a command needs: the open client and how to print.
 struct Session {
     client: Client,
+    /// The signed-in account, when the profile has one.
+    account: Option<Arc<SignedIn>>,
     /// Recorded as the creator of tasks (the engine records comment authors itself).
     user: String,
     json: bool,
@@ -297,13 +305,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     ) {
         return account_command(cli.command, &home, &cli.profile, &profile, cli.json).await;
     }
+    let mut account = None;
     let server = match (&profile.server, cli.offline) {
         (Some(url), false) => {
-            let mut server = ServerConfig::new(url)?;
-            server.token = signed_in_token(&home, &cli.profile, url)
-                .await
-                .or_else(|| profile.token.clone());
-            Some(server)
+            let server = ServerConfig::new(url)?;
+            account = signed_in(&home, &cli.profile, url).await;
+            Some(match (&account, &profile.token) {
+                (Some(account), _) => server.with_tokens(account.clone()),
+                (None, Some(token)) => server.with_token(token.clone()),
+                (None, None) => server,
+            })
         }
         _ => None,
     };
@@ -327,6 +338,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     .await?;
     let session = Session {
         client,
+        account,
         user,
         json: cli.json,
         online,
@@ -348,25 +360,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 // ---------------------------------------------------------------- accounts
 
-/// The access token of the profile's signed-in session, refreshed when about to expire.
+/// The profile's signed-in session (its tokens refreshed when about to expire and saved back).
 /// A session that has ended is reported once and forgotten; the command goes on without it.
-async fn signed_in_token(home: &std::path::Path, profile: &str, url: &str) -> Option<String> {
-    let stored = credentials::load(home, profile).ok()??;
+async fn signed_in(home: &std::path::Path, profile: &str, url: &str) -> Option<Arc<SignedIn>> {
+    credentials::load(home, profile).ok()??;
     let accounts = AccountClient::for_sync_url(url).ok()?;
-    match accounts.fresh(stored.clone()).await {
-        Ok(fresh) => {
-            if fresh != stored {
-                let _ = credentials::save(home, profile, &fresh);
-            }
-            Some(fresh.access_token)
-        }
+    let session = SignedIn::new(accounts, ProfileCredentials::new(home, profile));
+    match session.credentials().await {
         Err(AccountError::Rejected { .. }) => {
             eprintln!("taskflow: the session has ended; sign in again with `taskflow login`");
             let _ = credentials::forget(home, profile);
             None
         }
-        // Offline: the stored token is what there is.
-        Err(_) => Some(stored.access_token),
+        // Offline too: the engine asks again when it connects.
+        _ => Some(session),
     }
 }
 
@@ -520,14 +527,63 @@ fn print_profile(name: &str, profile: &Profile, home: &std::path::Path, json: bo
 
 // ---------------------------------------------------------------- boards
 
+/// Registers a new board with the server as a project of `workspace` (id or name; by default
+/// the user's only workspace, or a new personal one); the id to create it under.
+async fn register_board(
+    account: &SignedIn,
+    workspace: Option<&str>,
+    name: &str,
+) -> Result<DocumentId, CliError> {
+    let credentials = account.credentials().await?;
+    let accounts = account.account();
+    let workspaces = accounts.workspaces(&credentials).await?;
+    let workspace = match workspace {
+        Some(wanted) => workspaces
+            .into_iter()
+            .find(|w| w.id == wanted || w.name == wanted)
+            .ok_or_else(|| CliError::not_found(format!("you have no workspace `{wanted}`")))?,
+        None => match <[_; 1]>::try_from(workspaces) {
+            Ok([only]) => only,
+            Err(none) if none.is_empty() => {
+                let personal = format!("{}'s workspace", credentials.user.name);
+                accounts.create_workspace(&credentials, &personal).await?
+            }
+            Err(several) => {
+                let names: Vec<&str> = several.iter().map(|w| w.name.as_str()).collect();
+                return Err(CliError::bad_input(format!(
+                    "you are in several workspaces ({}); pick one with --workspace",
+                    names.join(", ")
+                )));
+            }
+        },
+    };
+    let id = DocumentId::random();
+    accounts
+        .register_board(&credentials, &workspace.id, name, &id.to_string())
+        .await?;
+    Ok(id)
+}
+
 async fn board_command(session: &Session, command: BoardCommand) -> Result<(), CliError> {
     let client = &session.client;
     match command {
-        BoardCommand::Create { name } => {
+        BoardCommand::Create { name, workspace } => {
             if name.trim().is_empty() {
                 return Err(CliError::bad_input("a board needs a name"));
             }
-            let id = client.create_board(&name).await?;
+            let id = match &session.account {
+                Some(account) => {
+                    let id = register_board(account, workspace.as_deref(), &name).await?;
+                    client.create_board_as(id, &name).await?
+                }
+                None if workspace.is_some() => {
+                    return Err(CliError::new(
+                        Kind::Auth,
+                        "--workspace needs a signed-in profile; run `taskflow login --email …`",
+                    ));
+                }
+                None => client.create_board(&name).await?,
+            };
             let status = push(session, id).await;
             if session.json {
                 println!(

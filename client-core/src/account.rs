@@ -1,8 +1,15 @@
 //! Accounts on a Taskflow server, over its REST API: register, sign in, refresh, sign out,
-//! who am I. The server is named by its sync URL (`ws://host:port/api/v1/sync`); the REST base
-//! is the same host over `http`/`https`.
+//! who am I, and the workspaces and boards (projects) a user has. The server is named by its
+//! sync URL (`ws://host:port/api/v1/sync`); the REST base is the same host over `http`/`https`.
+//!
+//! The sync socket asks for an access token on every connection: a [`TokenSource`] gives the
+//! engine one. [`Session`] is the usual source: signed-in credentials, refreshed when the token
+//! is about to expire, with a hook to keep the new ones.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -56,6 +63,8 @@ pub fn access_token_expiry(token: &str) -> Option<i64> {
 pub enum AccountError {
     #[error("invalid server URL `{0}`")]
     BadUrl(String),
+    #[error("not signed in")]
+    SignedOut,
     #[error("cannot reach the server: {0}")]
     Network(String),
     /// The server said no; `kind` is its problem `type` (e.g. `/problems/invalid-credentials`).
@@ -90,7 +99,7 @@ impl AccountClient {
             .filter(|h| !h.is_empty())
             .ok_or_else(bad)?;
         Ok(AccountClient {
-            base: format!("{scheme}://{host}/api/v1/auth"),
+            base: format!("{scheme}://{host}/api/v1"),
             http: reqwest::Client::new(),
         })
     }
@@ -144,7 +153,7 @@ impl AccountClient {
     ) -> Result<Credentials, AccountError> {
         let body = json!({ "email": email, "name": name, "password": password });
         Self::credentials(
-            self.call(reqwest::Method::POST, "register", None, Some(body))
+            self.call(reqwest::Method::POST, "auth/register", None, Some(body))
                 .await?,
         )
     }
@@ -152,7 +161,7 @@ impl AccountClient {
     pub async fn login(&self, email: &str, password: &str) -> Result<Credentials, AccountError> {
         let body = json!({ "email": email, "password": password });
         Self::credentials(
-            self.call(reqwest::Method::POST, "login", None, Some(body))
+            self.call(reqwest::Method::POST, "auth/login", None, Some(body))
                 .await?,
         )
     }
@@ -161,7 +170,7 @@ impl AccountClient {
     pub async fn refresh(&self, credentials: &Credentials) -> Result<Credentials, AccountError> {
         let body = json!({ "refreshToken": credentials.refresh_token });
         Self::credentials(
-            self.call(reqwest::Method::POST, "refresh", None, Some(body))
+            self.call(reqwest::Method::POST, "auth/refresh", None, Some(body))
                 .await?,
         )
     }
@@ -182,7 +191,7 @@ impl AccountClient {
         let value = self
             .call(
                 reqwest::Method::GET,
-                "me",
+                "auth/me",
                 Some(&credentials.access_token),
                 None,
             )
@@ -194,12 +203,190 @@ impl AccountClient {
     pub async fn logout(&self, credentials: &Credentials) -> Result<(), AccountError> {
         self.call(
             reqwest::Method::POST,
-            "logout",
+            "auth/logout",
             Some(&credentials.access_token),
             None,
         )
         .await
         .map(|_| ())
+    }
+
+    /// The workspaces the user belongs to.
+    pub async fn workspaces(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Vec<Workspace>, AccountError> {
+        let value = self
+            .call(
+                reqwest::Method::GET,
+                "workspaces",
+                Some(&credentials.access_token),
+                None,
+            )
+            .await?;
+        unexpected(serde_json::from_value::<Workspaces>(value)).map(|w| w.workspaces)
+    }
+
+    pub async fn create_workspace(
+        &self,
+        credentials: &Credentials,
+        name: &str,
+    ) -> Result<Workspace, AccountError> {
+        let value = self
+            .call(
+                reqwest::Method::POST,
+                "workspaces",
+                Some(&credentials.access_token),
+                Some(json!({ "name": name })),
+            )
+            .await?;
+        unexpected(serde_json::from_value(value))
+    }
+
+    /// Registers a board made on this device (document `document_id`) as a project in
+    /// `workspace`, so that the server accepts it and members can open it.
+    pub async fn register_board(
+        &self,
+        credentials: &Credentials,
+        workspace: &str,
+        name: &str,
+        document_id: &str,
+    ) -> Result<Project, AccountError> {
+        let body = json!({ "workspaceId": workspace, "name": name, "documentId": document_id });
+        let value = self
+            .call(
+                reqwest::Method::POST,
+                "projects",
+                Some(&credentials.access_token),
+                Some(body),
+            )
+            .await?;
+        unexpected(serde_json::from_value(value))
+    }
+}
+
+fn unexpected<T>(parsed: Result<T, serde_json::Error>) -> Result<T, AccountError> {
+    parsed.map_err(|e| AccountError::Network(format!("unexpected answer: {e}")))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Workspaces {
+    workspaces: Vec<Workspace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Project {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub document_id: String,
+}
+
+/// Gives the engine an access token for each connection attempt.
+pub trait TokenSource: Send + Sync {
+    /// A token good for a while yet; an error says why there is none (the engine retries later).
+    fn access_token(&self) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// A fixed token (it stops working when it expires).
+#[derive(Clone)]
+pub struct StaticToken(pub String);
+
+impl std::fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticToken(…)")
+    }
+}
+
+impl TokenSource for StaticToken {
+    fn access_token(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// Where signed-in credentials are kept between uses. Each refresh token works once, so
+/// whoever refreshes must save the new pair, and whoever refreshes next must start from it.
+pub trait CredentialStore: Send + Sync {
+    /// The credentials as last saved (by this process or another); `None` when signed out.
+    fn load(&self) -> Option<Credentials>;
+    fn save(&self, credentials: &Credentials);
+}
+
+/// Credentials kept in memory only.
+#[derive(Debug, Default)]
+pub struct InMemory(std::sync::Mutex<Option<Credentials>>);
+
+impl InMemory {
+    pub fn new(credentials: Credentials) -> Self {
+        Self(std::sync::Mutex::new(Some(credentials)))
+    }
+}
+
+impl CredentialStore for InMemory {
+    fn load(&self) -> Option<Credentials> {
+        self.0.lock().expect("credentials lock").clone()
+    }
+
+    fn save(&self, credentials: &Credentials) {
+        *self.0.lock().expect("credentials lock") = Some(credentials.clone());
+    }
+}
+
+/// Signed-in credentials that refresh themselves when the access token is about to expire.
+pub struct Session {
+    account: AccountClient,
+    kept: Box<dyn CredentialStore>,
+    /// One refresh at a time within this process.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn new(account: AccountClient, kept: impl CredentialStore + 'static) -> Arc<Self> {
+        Arc::new(Session {
+            account,
+            kept: Box::new(kept),
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn account(&self) -> &AccountClient {
+        &self.account
+    }
+
+    /// The credentials, refreshed (and saved) first when their access token is about to expire.
+    pub async fn credentials(&self) -> Result<Credentials, AccountError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let held = self.kept.load().ok_or(AccountError::SignedOut)?;
+        let fresh = self.account.fresh(held.clone()).await?;
+        if fresh != held {
+            self.kept.save(&fresh);
+        }
+        Ok(fresh)
+    }
+}
+
+impl TokenSource for Session {
+    fn access_token(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.credentials()
+                .await
+                .map(|c| c.access_token)
+                .map_err(|e| format!("no access token: {e}"))
+        })
     }
 }
 
@@ -236,11 +423,11 @@ mod tests {
         let base = |url: &str| AccountClient::for_sync_url(url).map(|c| c.base);
         assert_eq!(
             base("ws://127.0.0.1:8080/api/v1/sync").expect("ws"),
-            "http://127.0.0.1:8080/api/v1/auth"
+            "http://127.0.0.1:8080/api/v1"
         );
         assert_eq!(
             base("wss://boards.example.com/api/v1/sync?x=1").expect("wss"),
-            "https://boards.example.com/api/v1/auth"
+            "https://boards.example.com/api/v1"
         );
         assert!(base("http://example.com").is_err());
         assert!(base("ws:///api").is_err());

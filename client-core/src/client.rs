@@ -2,6 +2,7 @@
 //! types its callers see (configuration, edits, sync status, events).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use taskflow_proto::board::ops::{NewTask, Position, TaskEdit};
@@ -10,6 +11,7 @@ use taskflow_proto::{DocumentId, StorageId};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_tungstenite::tungstenite::http::Uri;
 
+use crate::account::{StaticToken, TokenSource};
 use crate::changes::BoardChange;
 use crate::engine::{self, Command};
 use crate::presence::Viewer;
@@ -35,8 +37,9 @@ pub struct ClientConfig {
 pub struct ServerConfig {
     /// `ws://` or `wss://` URL of the sync endpoint, e.g. `wss://taskflow.example/api/v1/sync`.
     pub url: String,
-    /// Sent as the `token` query parameter (browsers cannot set headers on a WebSocket).
-    pub token: Option<String>,
+    /// Where each connection attempt gets its access token, sent as the `token` query
+    /// parameter (browsers cannot set headers on a WebSocket). `None` connects without one.
+    pub tokens: Option<Arc<dyn TokenSource>>,
     /// Extra trusted roots (DER) for `wss://` servers with a private CA; the web PKI is trusted
     /// as well.
     pub extra_roots: Vec<Vec<u8>>,
@@ -46,7 +49,7 @@ impl std::fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerConfig")
             .field("url", &self.url)
-            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("tokens", &self.tokens.as_ref().map(|_| "…"))
             .field("extra_roots", &self.extra_roots.len())
             .finish()
     }
@@ -69,19 +72,27 @@ impl ServerConfig {
         }
         Ok(ServerConfig {
             url: url.to_owned(),
-            token: None,
+            tokens: None,
             extra_roots: Vec::new(),
         })
     }
 
-    pub fn with_token(mut self, token: impl Into<String>) -> ServerConfig {
-        self.token = Some(token.into());
+    /// Connects with one fixed token.
+    pub fn with_token(self, token: impl Into<String>) -> ServerConfig {
+        self.with_tokens(Arc::new(StaticToken(token.into())))
+    }
+
+    /// Connects with a token from `tokens` each time (e.g. a refreshing [`Session`]).
+    ///
+    /// [`Session`]: crate::account::Session
+    pub fn with_tokens(mut self, tokens: Arc<dyn TokenSource>) -> ServerConfig {
+        self.tokens = Some(tokens);
         self
     }
 
-    /// The URL actually dialled: the configured one with `token=…` added to its query.
-    pub fn connect_url(&self) -> String {
-        let Some(token) = &self.token else {
+    /// The URL dialled with `token`: the configured one with `token=…` added to its query.
+    pub fn connect_url(&self, token: Option<&str>) -> String {
+        let Some(token) = token else {
             return self.url.clone();
         };
         let separator = if self.url.contains('?') { '&' } else { '?' };
@@ -191,6 +202,8 @@ pub enum ClientEvent {
         document_id: DocumentId,
         bytes: usize,
     },
+    /// The server refused something without ending the connection (e.g. a viewer's edits).
+    Refused(String),
 }
 
 /// A board in the local store, for listings.
@@ -209,6 +222,8 @@ pub enum ClientError {
     Store(#[from] StoreError),
     #[error("board {0} is not in the local store")]
     UnknownBoard(DocumentId),
+    #[error("the local store already has a board {0}")]
+    AlreadyExists(DocumentId),
     #[error("board {0} has not arrived from the server yet")]
     NotYetReceived(DocumentId),
     #[error("the server has no board {0}")]
@@ -259,8 +274,16 @@ impl Client {
 
     /// Creates a board (stored locally at once, offered to the server when connected).
     pub async fn create_board(&self, name: &str) -> Result<DocumentId, ClientError> {
+        self.create_board_as(DocumentId::random(), name).await
+    }
+
+    /// Creates a board under a chosen new document id: one registered with the server first
+    /// (see [`AccountClient::register_board`]), so that the server accepts it.
+    ///
+    /// [`AccountClient::register_board`]: crate::account::AccountClient::register_board
+    pub async fn create_board_as(&self, id: DocumentId, name: &str) -> Result<DocumentId, ClientError> {
         let name = name.to_owned();
-        self.call(|reply| Command::CreateBoard { name, reply })
+        self.call(|reply| Command::CreateBoard { id, name, reply })
             .await?
     }
 

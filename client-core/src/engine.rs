@@ -39,6 +39,8 @@ use crate::store::{ReplicaStore, SyncRecord};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Boards can be large; a whole-document sync message of a 10,000-task board is about 1 MB.
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// The close code the server ends a connection with when its access token expires.
+const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// The store remembers the storage id of the server it last synced with under this key.
 const META_SERVER_STORAGE: &str = "server_storage_id";
 
@@ -46,6 +48,7 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub(crate) enum Command {
     CreateBoard {
+        id: DocumentId,
         name: String,
         reply: oneshot::Sender<Result<DocumentId, ClientError>>,
     },
@@ -221,8 +224,8 @@ impl Engine {
 
     async fn command(&mut self, command: Command) {
         match command {
-            Command::CreateBoard { name, reply } => {
-                let _ = reply.send(self.create_board(&name).await);
+            Command::CreateBoard { id, name, reply } => {
+                let _ = reply.send(self.create_board(id, &name).await);
             }
             Command::Fetch { id, reply } => {
                 let _ = reply.send(self.fetch(id).await);
@@ -293,12 +296,13 @@ impl Engine {
         }
     }
 
-    async fn create_board(&mut self, name: &str) -> Result<DocumentId, ClientError> {
-        let id = DocumentId::random();
+    async fn create_board(&mut self, id: DocumentId, name: &str) -> Result<DocumentId, ClientError> {
         let mut doc = automerge::AutoCommit::new();
         ops::create_board(&mut doc, name)?;
         let doc = doc.document().clone();
-        self.store.create(&id, &doc.save(), now_ms()).await?;
+        if !self.store.create(&id, &doc.save(), now_ms()).await? {
+            return Err(ClientError::AlreadyExists(id));
+        }
         let mut replica = Replica::from_doc(id, doc, Default::default());
         self.attach(&mut replica).await;
         self.docs.insert(id, replica);
@@ -570,12 +574,18 @@ impl Engine {
     }
 
     fn on_offline(&mut self, error: String) {
+        self.on_offline_retrying(error, None);
+    }
+
+    /// Goes offline and schedules the next attempt after `retry_in`, or after the backoff delay.
+    fn on_offline_retrying(&mut self, error: String, retry_in: Option<Duration>) {
         let attempt = match &self.link {
             Link::Connecting { attempt, .. } | Link::Online { attempt, .. } => *attempt,
             Link::Waiting { attempt, .. } => *attempt,
             Link::Disabled => return,
         };
-        let retry_in = backoff::delay(attempt, rand::random::<f64>());
+        let retry_in =
+            retry_in.unwrap_or_else(|| backoff::delay(attempt, rand::random::<f64>()));
         tracing::info!("offline ({error}); retrying in {retry_in:?}");
         self.link = Link::Waiting {
             attempt: attempt.saturating_add(1),
@@ -630,10 +640,15 @@ impl Engine {
         let bytes = match frame {
             Some(Ok(WsMessage::Binary(bytes))) => bytes,
             Some(Ok(WsMessage::Close(frame))) => {
+                let expired = frame
+                    .as_ref()
+                    .is_some_and(|f| u16::from(f.code) == CLOSE_TOKEN_EXPIRED);
                 let why = frame.map_or("closed".to_owned(), |f| {
                     format!("closed ({}) {}", u16::from(f.code), f.reason)
                 });
-                return self.on_offline(format!("the server {why}"));
+                // An expired token is no trouble at the server: come back at once with a new one.
+                let retry_in = expired.then_some(Duration::ZERO);
+                return self.on_offline_retrying(format!("the server {why}"), retry_in);
             }
             Some(Ok(_)) => return, // pings are answered by tungstenite; text is not protocol
             Some(Err(e)) => return self.on_offline(format!("connection lost: {e}")),
@@ -675,8 +690,10 @@ impl Engine {
                     self.emit_presence(document_id);
                 }
             }
+            // When the server ends the connection over it, the close frame follows.
             Message::Error { message, .. } => {
-                self.on_offline(format!("the server refused: {message}"));
+                tracing::warn!("the server refused: {message}");
+                self.emit(ClientEvent::Refused(message));
             }
             Message::Join { .. }
             | Message::Peer { .. }
@@ -911,7 +928,11 @@ async fn next_link_event(link: &mut Link) -> Wake {
 
 /// Opens the socket and completes `join` → `peer`.
 async fn handshake(server: &ServerConfig, peer_id: PeerId) -> Result<Box<Online>, String> {
-    let url = server.connect_url();
+    let token = match &server.tokens {
+        Some(tokens) => Some(tokens.access_token().await?),
+        None => None,
+    };
+    let url = server.connect_url(token.as_deref());
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));

@@ -97,6 +97,39 @@ pub fn may_leave(role: Role, owners: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A change to who may reach what, for live sync connections to act on at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessChange {
+    /// `user` joined `workspace`, changed role in it, was removed or left.
+    Membership { workspace: String, user: String },
+    /// A session ended (logout, or its refresh token was reused).
+    SessionEnded { session: String },
+}
+
+/// Broadcasts [`AccessChange`]s from the REST handlers to every connection on this node.
+#[derive(Debug, Clone)]
+pub struct AccessFeed(tokio::sync::broadcast::Sender<AccessChange>);
+
+/// Changes a slow connection may fall behind by before it re-checks everything.
+const FEED_CAPACITY: usize = 1024;
+
+impl Default for AccessFeed {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(FEED_CAPACITY).0)
+    }
+}
+
+impl AccessFeed {
+    pub fn publish(&self, change: AccessChange) {
+        // No receivers means no live connection cares.
+        let _ = self.0.send(change);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AccessChange> {
+        self.0.subscribe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,8 @@ use clap::Parser;
 
 use crate::doc::DocConfig;
 
-/// Taskflow sync server: automerge-repo compatible WebSocket sync over durable storage.
-///
-/// There is no authentication yet: keep the listen address on loopback (the default) unless a
-/// trusted proxy stands in front.
+/// Taskflow sync server: automerge-repo compatible WebSocket sync over durable storage, with
+/// accounts, workspaces and per-board access control.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "taskflow-server", version)]
 pub struct Config {
@@ -64,6 +62,11 @@ pub struct Config {
     /// nodes share a database.
     #[arg(long, env = "TASKFLOW_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+
+    /// How long an access token lives (e.g. 15m). Clients refresh it with their refresh token;
+    /// a sync connection whose token expires is closed with code 4001.
+    #[arg(long, env = "TASKFLOW_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
 
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]

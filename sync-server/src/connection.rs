@@ -6,22 +6,39 @@
 //! halves polled from two tasks lose each other's wake-ups, stalling a connection until some
 //! other event.) Anything wrong with what a peer sends closes that peer's connection with an `error`
 //! message saying what; other peers never notice.
+//!
+//! A connection acts for the user whose access token opened it. Each document it touches is
+//! checked against that user's membership of the document's workspace (cached per connection,
+//! and re-checked the moment a membership change for the user is announced on the
+//! [`AccessFeed`](crate::access::AccessFeed)). A document the user may not see is answered
+//! `doc-unavailable`, exactly as a document that does not exist. The connection ends with code
+//! 4001 when the token expires and 4002 when its session ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use automerge::sync;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
 use taskflow_proto::wire::{Message, PROTOCOL_V1, PeerMetadata};
 use taskflow_proto::{DocumentId, PeerId};
 
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::access::{AccessChange, Role};
+use crate::auth::AuthUser;
 use crate::doc::{DocCommand, Open};
 use crate::link::{PeerLink, close_code};
+use crate::now_ms;
 use crate::server::Shared;
 
-pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>) {
+pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
     let conn = shared.next_conn_id();
-    let (link, mut outbox) = PeerLink::new(conn, shared.limits.send_queue_bytes);
+    let (link, mut outbox) = PeerLink::new(conn, &user.user_id, shared.limits.send_queue_bytes);
+    let mut access = shared.access.subscribe();
+    let token_left = Duration::from_millis((user.expires_at * 1000 - now_ms()).max(0) as u64);
+    let token_expiry = tokio::time::sleep(token_left);
+    tokio::pin!(token_expiry);
     let keepalive = shared.limits.keepalive;
     // A peer that answers nothing (not even our pings) for two intervals is gone: its TCP
     // connection may never report it, and its documents would otherwise stay open for ever.
@@ -31,8 +48,10 @@ pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>) {
 
     let mut session = Session {
         link,
+        user,
         joined: None,
         docs: HashSet::new(),
+        grants: HashMap::new(),
         shared: shared.clone(),
     };
     // Whether the socket can still be read after the loop: we are closing, not the peer.
@@ -45,6 +64,14 @@ pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>) {
                 session.link.close(close_code::GOING_AWAY, None);
                 break true;
             }
+            _ = &mut token_expiry => {
+                session.link.close(
+                    close_code::TOKEN_EXPIRED,
+                    Some("the access token expired: refresh it and reconnect".into()),
+                );
+            }
+            // Before the socket's frames: a frame sent after a role change is judged by it.
+            change = access.recv() => session.on_access_change(change).await,
             _ = tick.tick() => {
                 if heard_from.elapsed() > keepalive * 2 {
                     session.reject(close_code::GOING_AWAY, "no answer to keepalive pings".into());
@@ -133,9 +160,20 @@ async fn send_close(socket: &mut WebSocket, link: &PeerLink, server_peer: &PeerI
 struct Session {
     /// Carries the joined peer id once the handshake is done.
     link: PeerLink,
+    user: AuthUser,
     joined: Option<PeerId>,
+    /// Documents this connection is attached to.
     docs: HashSet<DocumentId>,
+    /// What the user may do with each document it has touched (see [`Grant`]).
+    grants: HashMap<DocumentId, Grant>,
     shared: Arc<Shared>,
+}
+
+/// A document's workspace and the user's role there, as last checked.
+#[derive(Debug, Clone)]
+struct Grant {
+    workspace: String,
+    role: Role,
 }
 
 impl Session {
@@ -179,6 +217,11 @@ impl Session {
                 // original sender; only the peer's own messages are relayed.
                 if sender_id != peer {
                     return;
+                }
+                // Presence is reading, which every member may do; others are not told a thing.
+                match self.grant(document_id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(()) => return,
                 }
                 let command = DocCommand::Ephemeral {
                     from: self.link.clone(),
@@ -248,6 +291,11 @@ impl Session {
                 );
             }
         };
+        let grant = match self.grant(document_id).await {
+            Ok(Some(grant)) => grant,
+            Ok(None) => return self.unavailable(document_id),
+            Err(()) => return,
+        };
         if !self.docs.contains(&document_id) {
             let limit = self.shared.limits.max_docs_per_connection;
             if self.docs.len() >= limit {
@@ -261,12 +309,122 @@ impl Session {
         let command = DocCommand::Sync {
             link: self.link.clone(),
             request,
+            may_write: grant.role.can_edit_boards(),
             message,
         };
         self.shared
             .registry
             .send(document_id, command, Open::Start)
             .await;
+    }
+
+    /// What the user may do with `document_id`; `None` when they may not see it (or it is no
+    /// board at all). `Err` when the check itself failed (the connection is closing).
+    async fn grant(&mut self, document_id: DocumentId) -> Result<Option<Grant>, ()> {
+        if let Some(grant) = self.grants.get(&document_id) {
+            return Ok(Some(grant.clone()));
+        }
+        let access = self
+            .shared
+            .identity
+            .store()
+            .document_access(&document_id.to_string(), &self.user.user_id)
+            .await;
+        match access {
+            Ok(Some(access)) => Ok(access.role.map(|role| {
+                let grant = Grant {
+                    workspace: access.workspace_id,
+                    role,
+                };
+                self.grants.insert(document_id, grant.clone());
+                grant
+            })),
+            // Not cached: the document may become a board, or the user a member, later.
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::error!(conn = self.link.conn, document = %document_id, error = %e, "checking document access failed");
+                self.link.close(
+                    close_code::SERVER_ERROR,
+                    Some("checking access failed; try again".into()),
+                );
+                Err(())
+            }
+        }
+    }
+
+    fn unavailable(&self, document_id: DocumentId) {
+        let Some(peer) = &self.joined else { return };
+        let message = Message::DocUnavailable {
+            sender_id: self.shared.registry.server_peer().clone(),
+            target_id: peer.clone(),
+            document_id,
+        };
+        self.link.send(message.encode());
+    }
+
+    /// Applies a membership or session change announced elsewhere on this node.
+    async fn on_access_change(&mut self, change: Result<AccessChange, RecvError>) {
+        let stale: Vec<DocumentId> = match change {
+            Ok(AccessChange::SessionEnded { session }) => {
+                if session == self.user.session_id {
+                    self.link.close(
+                        close_code::SESSION_ENDED,
+                        Some("the session ended: sign in again".into()),
+                    );
+                }
+                return;
+            }
+            Ok(AccessChange::Membership { workspace, user }) => {
+                if user != self.user.user_id {
+                    return;
+                }
+                self.grants
+                    .iter()
+                    .filter(|(_, g)| g.workspace == workspace)
+                    .map(|(id, _)| *id)
+                    .collect()
+            }
+            // Missed some changes: check everything again, the session included.
+            Err(RecvError::Lagged(_)) => {
+                match self
+                    .shared
+                    .identity
+                    .store()
+                    .session_active(&self.user.session_id, now_ms())
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return self.link.close(
+                            close_code::SESSION_ENDED,
+                            Some("the session ended: sign in again".into()),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "re-checking a session failed");
+                        return self.link.close(close_code::SERVER_ERROR, None);
+                    }
+                }
+                self.grants.keys().copied().collect()
+            }
+            Err(RecvError::Closed) => return,
+        };
+        for document_id in stale {
+            self.grants.remove(&document_id);
+            if let Ok(None) = self.grant(document_id).await
+                && self.docs.remove(&document_id)
+            {
+                // No longer theirs: stop sending them its changes, and say so.
+                let detach = DocCommand::Detach {
+                    conn: self.link.conn,
+                };
+                self.shared
+                    .registry
+                    .send(document_id, detach, Open::IfRunning)
+                    .await;
+                self.unavailable(document_id);
+            }
+        }
     }
 
     async fn end(self) {

@@ -26,6 +26,10 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     pub const SERVER_ERROR: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The access token expired: refresh it and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The session ended (signed out, or its refresh token was reused): sign in again.
+    pub const SESSION_ENDED: u16 = 4002;
 }
 
 /// Why a connection is being closed: sent to the peer as an `error` message (when `message`
@@ -42,6 +46,8 @@ pub struct CloseReason {
 pub struct PeerLink {
     pub conn: ConnId,
     pub peer_id: PeerId,
+    /// The authenticated user the connection acts for.
+    pub user: Arc<str>,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     queued_bytes: Arc<AtomicUsize>,
     max_queued_bytes: usize,
@@ -66,13 +72,14 @@ impl Outbox {
 }
 
 impl PeerLink {
-    /// A link for connection `conn` and the outbox its connection task drains.
-    pub fn new(conn: ConnId, max_queued_bytes: usize) -> (Self, Outbox) {
+    /// A link for connection `conn` of `user` and the outbox its connection task drains.
+    pub fn new(conn: ConnId, user: &str, max_queued_bytes: usize) -> (Self, Outbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let link = Self {
             conn,
             peer_id: PeerId::new(""),
+            user: Arc::from(user),
             tx,
             queued_bytes: queued_bytes.clone(),
             max_queued_bytes,

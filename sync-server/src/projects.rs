@@ -1,6 +1,9 @@
 //! `/api/v1/projects…`: a workspace's boards. Creating a project creates its board document
 //! (stored before the project row that points at it), whose id any client opens over the sync
-//! socket. Non-members get 404; members without the right role 403 (see [`crate::access`]).
+//! socket. A client that made a board offline registers it instead, by naming its
+//! `documentId`: the project then points at that document, which the client uploads over the
+//! sync socket. Non-members get 404; members without the right role 403 (see
+//! [`crate::access`]).
 
 use std::sync::Arc;
 
@@ -33,6 +36,8 @@ pub fn routes() -> Router<Arc<Shared>> {
 struct CreateBody {
     workspace_id: String,
     name: String,
+    /// A board document made by the client, to be uploaded by it (none: the server makes one).
+    document_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,9 +145,63 @@ async fn create(
         return Err(forbidden("viewers cannot create projects"));
     }
 
-    // The board document first: a project row never points at a missing document.
+    let store = shared.identity.store();
+    let now = now_ms();
+    let document_id = match &b.document_id {
+        Some(id) => claim_document(&shared, id).await?,
+        None => create_board_document(&shared, &name, &user.user_id, now).await?,
+    };
+    let project = ProjectRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        workspace_id: b.workspace_id,
+        name,
+        document_id: document_id.to_string(),
+        created_by: user.user_id,
+        created_at: now,
+        archived_at: None,
+    };
+    if !store.create_project(&project).await? {
+        return Err(document_taken());
+    }
+    Ok((StatusCode::CREATED, Json(project_json(project))))
+}
+
+fn document_taken() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "/problems/document-taken",
+        "Document already in use",
+        "that document already exists; register a board made on your device, with a new id",
+    )
+}
+
+/// A client-made document id, checked: well formed, and nothing stored under it yet (a project
+/// never adopts a document someone else wrote).
+async fn claim_document(shared: &Shared, id: &str) -> Result<DocumentId, ApiError> {
+    let document_id: DocumentId = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-input",
+            "Invalid input",
+            "documentId is not an automerge document id (base58check, as in automerge:<id>)",
+        )
+    })?;
+    if shared.identity.store().load(&document_id).await?.is_some() {
+        return Err(document_taken());
+    }
+    Ok(document_id)
+}
+
+/// Makes and stores a new board document, written as `user`. The document comes first: a
+/// project row never points at a missing document.
+async fn create_board_document(
+    shared: &Shared,
+    name: &str,
+    user: &str,
+    now: i64,
+) -> Result<DocumentId, ApiError> {
     let mut doc = AutoCommit::new();
-    ops::create_board(&mut doc, &name).map_err(|e| {
+    ops::create_board(&mut doc, name).map_err(|e| {
         tracing::error!("creating a board document: {e}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,22 +219,14 @@ async fn create(
             data: c.bytes().into_owned(),
         })
         .collect();
-    let now = now_ms();
     let store = shared.identity.store();
+    store
+        .bind_actor(&doc.get_actor().to_hex_string(), user, now)
+        .await?;
     store
         .append(&document_id, &changes, &doc.get_heads(), now)
         .await?;
-    let project = ProjectRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        workspace_id: b.workspace_id,
-        name,
-        document_id: document_id.to_string(),
-        created_by: user.user_id,
-        created_at: now,
-        archived_at: None,
-    };
-    store.create_project(&project).await?;
-    Ok((StatusCode::CREATED, Json(project_json(project))))
+    Ok(document_id)
 }
 
 async fn show(

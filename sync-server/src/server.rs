@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::AccessFeed;
+use crate::auth::http::ApiError;
 use crate::config::{Config, Limits};
 use crate::doc::Registry;
 use crate::link::{ConnId, PeerLink, close_code};
@@ -32,6 +35,8 @@ pub struct Shared {
     pub limits: Limits,
     pub storage_id: StorageId,
     pub identity: crate::auth::Identity,
+    /// Membership and session changes, for live connections to act on.
+    pub access: AccessFeed,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -92,12 +97,19 @@ impl Server {
             Some(secret) => secret.0.clone(),
             None => store.token_secret().await?,
         };
-        let identity = crate::auth::Identity::new(store.clone(), secret.as_bytes());
+        let access = AccessFeed::default();
+        let identity = crate::auth::Identity::new(
+            store.clone(),
+            secret.as_bytes(),
+            access.clone(),
+            config.access_token_ttl,
+        );
         let shared = Arc::new(Shared {
             registry,
             limits: config.limits(),
             storage_id,
             identity,
+            access,
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -176,8 +188,18 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     )
 }
 
+/// The query of the sync URL: `?token=<access token>` (browsers cannot set headers on a
+/// WebSocket). Other parameters are ignored.
+#[derive(Debug, serde::Deserialize)]
+struct SyncQuery {
+    token: Option<String>,
+}
+
+/// Upgrades to the sync socket once the access token checks out; the connection then acts for
+/// that user until the token expires.
 async fn sync_socket(
     State(shared): State<Arc<Shared>>,
+    query: Result<Query<SyncQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match upgrade {
@@ -192,11 +214,29 @@ async fn sync_socket(
             );
         }
     };
+    let token = match query {
+        Ok(Query(SyncQuery { token: Some(token) })) => token,
+        Ok(_) | Err(_) => {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "/problems/unauthenticated",
+                "Unauthenticated",
+                "the sync socket needs an access token: connect to /api/v1/sync?token=<access token>",
+            )
+            .into_response();
+        }
+    };
+    let user = match shared.identity.authenticate(&token).await {
+        Ok(user) => user,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let tracker = shared.connections.clone();
     upgrade
         .max_message_size(shared.limits.max_frame_bytes)
         .max_frame_size(shared.limits.max_frame_bytes)
-        .on_upgrade(move |socket| tracker.track_future(crate::connection::serve(socket, shared)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(crate::connection::serve(socket, shared, user))
+        })
 }
 
 /// An `application/problem+json` response (RFC 9457).

@@ -12,7 +12,7 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{self, Refusal, Role};
+use crate::access::{self, AccessChange, Refusal, Role};
 use crate::auth::http::{ApiError, Authenticated, body};
 use crate::auth::{Email, tokens};
 use crate::now_ms;
@@ -269,7 +269,13 @@ async fn change(
             rule(actor, target, facts.owners).map_err(refused)
         })
         .await?;
-    outcome.map(|_| ())
+    outcome?;
+    // Live sync connections of the member re-check their access now.
+    shared.access.publish(AccessChange::Membership {
+        workspace: workspace.to_owned(),
+        user: target.to_owned(),
+    });
+    Ok(())
 }
 
 async fn change_role(
@@ -493,6 +499,10 @@ async fn accept(
             now_ms(),
         )
         .await?;
+    shared.access.publish(AccessChange::Membership {
+        workspace: invitation.workspace_id.clone(),
+        user: user.user_id.clone(),
+    });
     let (workspace, role) = membership(&shared, &invitation.workspace_id, &user.user_id).await?;
     Ok(Json(workspace_json(workspace, role)))
 }

@@ -22,7 +22,8 @@ const USAGE = `usage:
   node peer.mjs wait-task       <wsUrl> <docUrl> <title> [timeoutMs]
   node peer.mjs show            <wsUrl> <docUrl>
   node peer.mjs ephemeral-relay <wsUrl> <docUrl>
-env: PEER_TIMEOUT_MS (default 20000) bounds every wait.`
+env: PEER_TIMEOUT_MS (default 20000) bounds every wait; TASKFLOW_REGISTER registers new
+boards with a Taskflow server (see newBoardHandle).`
 
 const TIMEOUT = Number(process.env.PEER_TIMEOUT_MS) > 0 ? Number(process.env.PEER_TIMEOUT_MS) : 20000
 const sub = process.argv[2]
@@ -124,6 +125,26 @@ function orderAfterAll(doc) {
 
 const taskTitles = doc => Object.values(doc?.tasks ?? {}).map(t => String(t.title))
 const toJSON = doc => JSON.parse(JSON.stringify(A.toJS(doc)))
+
+// A Taskflow server only syncs documents that are some project's board. With
+// TASKFLOW_REGISTER={"base":"http://host:port","token":"<access token>","workspaceId":"…"}
+// new boards get their id here and are registered with POST /api/v1/projects before they
+// sync (as Taskflow's own clients do); without it they are plain repo.create() documents.
+const REGISTER = process.env.TASKFLOW_REGISTER ? JSON.parse(process.env.TASKFLOW_REGISTER) : null
+
+async function newBoardHandle(repo, name) {
+  if (!REGISTER) return repo.create(newBoard(name))
+  const documentId = generateAutomergeUrl().slice("automerge:".length)
+  const res = await fetch(`${REGISTER.base}/api/v1/projects`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${REGISTER.token}`, "content-type": "application/json" },
+    body: JSON.stringify({ workspaceId: REGISTER.workspaceId, name, documentId }),
+  })
+  if (!res.ok) throw new Error(`registering board ${name}: ${res.status} ${await res.text()}`)
+  const handle = repo.import(A.save(A.from(newBoard(name))), { docId: documentId })
+  handle.doneLoading()
+  return handle
+}
 
 // ---------------------------------------------------------------- repo helpers
 
@@ -272,7 +293,7 @@ async function twoClients(wsUrl) {
   const server = await connected(ra, wsUrl)
   mark("aConnected")
 
-  const ha = ra.create(newBoard("Interop board"))
+  const ha = await newBoardHandle(ra, "Interop board")
   ha.change(d => {
     d.tasks.t1 = newTask("t1", "First task", { createdBy: "alice", order: "8" })
   })
@@ -351,7 +372,7 @@ async function twoClients(wsUrl) {
 async function createBoard(wsUrl, name) {
   const repo = newRepo(wsUrl)
   const server = await connected(repo, wsUrl)
-  const handle = repo.create(newBoard(name))
+  const handle = await newBoardHandle(repo, name)
   await serverHeadsCaughtUp(handle, server, TIMEOUT, "the server's heads for the new board (remote-heads)")
   const heads = handle.heads()
   const { repo: r2 } = await findFresh(

@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::Account;
+
 pub fn js_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js")
 }
@@ -22,8 +24,27 @@ fn require_deps() {
 
 /// Runs `node peer.mjs <args>`, which must succeed.
 pub async fn node(args: &[&str]) -> Output {
+    node_with(None, args).await
+}
+
+/// Runs `node peer.mjs <args>` signed in as `account`: the boards it creates are registered
+/// in the account's workspace (pass [`Account::sync_url`] as the URL).
+pub async fn node_as(account: &Account, args: &[&str]) -> Output {
+    node_with(Some(account), args).await
+}
+
+async fn node_with(account: Option<&Account>, args: &[&str]) -> Output {
     require_deps();
-    let output = Command::new("node")
+    let mut command = Command::new("node");
+    if let Some(account) = account {
+        let register = serde_json::json!({
+            "base": account.base,
+            "token": account.access_token,
+            "workspaceId": account.workspace_id,
+        });
+        command.env("TASKFLOW_REGISTER", register.to_string());
+    }
+    let output = command
         .arg("peer.mjs")
         .args(args)
         .current_dir(js_dir())

@@ -7,8 +7,11 @@
 //! wants and observe exactly what the server answers. It also records the heads the server
 //! advertised for each document: what the server has told this peer it holds.
 
+pub mod account;
 pub mod js;
 pub mod server;
+
+pub use account::Account;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -66,11 +69,21 @@ pub struct Peer {
     pub events: Vec<Event>,
     /// Bytes of every sync payload received, in order, per document.
     pub received_sizes: HashMap<DocumentId, Vec<usize>>,
+    /// Who this peer signed in as ([`Peer::connect_as`]): documents it creates are registered
+    /// as boards of that account's workspace first.
+    pub account: Option<Account>,
     closed: bool,
 }
 
 impl Peer {
-    /// Connects to `ws://…/api/v1/sync` and completes the handshake.
+    /// Connects as `account` and completes the handshake.
+    pub async fn connect_as(account: &Account, peer_id: &str) -> anyhow::Result<Peer> {
+        let mut peer = Self::connect(&account.sync_url(), peer_id).await?;
+        peer.account = Some(account.clone());
+        Ok(peer)
+    }
+
+    /// Connects to `ws://…/api/v1/sync?token=…` and completes the handshake.
     pub async fn connect(url: &str, peer_id: &str) -> anyhow::Result<Peer> {
         let mut peer = Self::connect_raw(url, peer_id).await?;
         let join = Message::Join {
@@ -109,6 +122,7 @@ impl Peer {
             replicas: HashMap::new(),
             events: Vec::new(),
             received_sizes: HashMap::new(),
+            account: None,
             closed: false,
         })
     }
@@ -182,9 +196,13 @@ impl Peer {
         ))
     }
 
-    /// Adds a document this peer created locally and announces it to the server.
+    /// Adds a document this peer created locally and announces it to the server (registering
+    /// it as a board first when the peer is signed in).
     pub async fn create(&mut self, mut doc: AutoCommit) -> anyhow::Result<DocumentId> {
         let id = DocumentId::random();
+        if let Some(account) = &self.account {
+            account.register_document(id, "board").await?;
+        }
         self.replicas
             .insert(id, Replica::new(doc.document().clone()));
         self.push(id, false).await?;

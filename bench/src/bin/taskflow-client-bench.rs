@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Fetch from our server into an empty store.
     let server = TestServer::start(&work.path().join("server")).await;
-    let mut uploader = Peer::connect(&server.url(), "uploader").await?;
+    let mut uploader = Peer::connect_as(&server.account, "uploader").await?;
     let id = uploader.create(doc.clone()).await?;
     uploader.until_server_has(id).await?;
     let client_dir = work.path().join("client-sync");

@@ -10,7 +10,7 @@ use crate::support::User;
 async fn register_whoami_logout_and_login_again() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start(dir.path()).await;
-    let ann = User::with_server("ann", &server.url()).await;
+    let ann = User::with_server("ann", &server.bare_url()).await;
     let with_password = |args: &[&str], password: &str| {
         let mut command = ann.command(args);
         command.env("TASKFLOW_PASSWORD", password);

@@ -16,8 +16,9 @@ fn strings(v: &[&str]) -> Vec<String> {
 async fn two_people_share_a_board_through_the_server() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start(dir.path()).await;
-    let ann = User::with_server("ann", &server.url()).await;
-    let bob = User::with_server("bob", &server.url()).await;
+    let ann = User::signed_up("ann", &server).await;
+    let bob = User::signed_up("bob", &server).await;
+    ann.share_with(&bob, &server).await;
 
     let created = ann.json(&["board", "create", "Launch"]).await;
     let id = created["id"].as_str().expect("id").to_owned();
@@ -185,8 +186,7 @@ async fn bad_input_gets_a_clear_message_and_exit_code() {
 async fn edits_made_while_the_server_is_down_sync_when_it_returns() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start(dir.path()).await;
-    let url = server.url();
-    let ann = User::with_server("ann", &url).await;
+    let ann = User::signed_up("ann", &server).await;
     let board = ann.json(&["board", "create", "Trip"]).await;
     let id = board["id"].as_str().expect("id").to_owned();
     let addr = server.addr;
@@ -203,9 +203,10 @@ async fn edits_made_while_the_server_is_down_sync_when_it_returns() {
         .await;
     assert_eq!(offline["status"]["pending"], 2);
 
-    let _server = TestServer::start_on(dir.path(), addr).await;
+    let server = TestServer::start_on(dir.path(), addr).await;
     ann.ok(&["sync"]).await;
-    let bob = User::with_server("bob", &url).await;
+    let bob = User::signed_up("bob", &server).await;
+    ann.share_with(&bob, &server).await;
     let seen = bob.json(&["board", "fetch", &id]).await;
     assert_eq!(columns(&seen)[0].1, ["Book flights", "Pack"]);
 }
@@ -214,8 +215,9 @@ async fn edits_made_while_the_server_is_down_sync_when_it_returns() {
 async fn watch_prints_remote_changes_as_they_arrive() {
     let dir = tempfile::tempdir().expect("dir");
     let server = TestServer::start(dir.path()).await;
-    let ann = User::with_server("ann", &server.url()).await;
-    let bob = User::with_server("bob", &server.url()).await;
+    let ann = User::signed_up("ann", &server).await;
+    let bob = User::signed_up("bob", &server).await;
+    ann.share_with(&bob, &server).await;
     let id = ann.json(&["board", "create", "Live"]).await["id"]
         .as_str()
         .expect("id")

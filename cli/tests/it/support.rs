@@ -2,6 +2,9 @@
 
 use std::process::{Output, Stdio};
 
+use taskflow_testkit::account::PASSWORD;
+use taskflow_testkit::server::TestServer;
+use taskflow_testkit::Account;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
@@ -27,6 +30,49 @@ impl User {
         user.ok(&["profile", "set", "default", "--server", server])
             .await;
         user
+    }
+
+    /// A user who signed up on `server` with the CLI (`taskflow register`).
+    pub async fn signed_up(name: &str, server: &TestServer) -> User {
+        let user = User::with_server(name, &server.bare_url()).await;
+        let email = format!("{name}@example.test");
+        let out = user
+            .command(&["register", "--email", &email, "--name", name])
+            .env("TASKFLOW_PASSWORD", PASSWORD)
+            .output()
+            .await
+            .expect("taskflow runs");
+        assert!(
+            out.status.success(),
+            "register: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        user
+    }
+
+    /// This user's account on `server` as the CLI keeps it, with their (first) workspace.
+    pub async fn account(&self, server: &TestServer) -> Account {
+        let file = self.home.path().join("credentials/default.json");
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).expect("signed in"))
+                .expect("credentials JSON");
+        let text = |v: &serde_json::Value| v.as_str().expect("string").to_owned();
+        Account::from_tokens(
+            server.addr,
+            &text(&saved["user"]["id"]),
+            &text(&saved["user"]["email"]),
+            &text(&saved["accessToken"]),
+            &text(&saved["refreshToken"]),
+        )
+        .await
+        .expect("account")
+    }
+
+    /// Makes `other` a member of this user's workspace, where their boards are made.
+    pub async fn share_with(&self, other: &User, server: &TestServer) {
+        let mine = self.account(server).await;
+        let theirs = other.account(server).await;
+        mine.add_member(&theirs, "member").await.expect("share");
     }
 
     pub fn command(&self, args: &[&str]) -> Command {

@@ -2,7 +2,9 @@
 //! server (`ws` + `NodeWSServerAdapter`), and with JS clients through either server.
 
 use taskflow_client_core::AutomergeUrl;
-use taskflow_testkit::js::{RefServer, json, node};
+use std::process::Output;
+
+use taskflow_testkit::js::{RefServer, json, node, node_as};
 use taskflow_testkit::server::TestServer;
 
 use crate::support::{add_task, client, synced, titles, until_board};
@@ -48,7 +50,7 @@ async fn a_js_client_and_client_core_edit_one_board_both_ways() {
             .map_or_else(|| reference.as_ref().expect("one").url(), TestServer::url);
 
         // JS creates the board; client-core fetches it and adds a card; JS sees the card.
-        let created = json(&node(&["create-board", &url, "Made in JS"]).await);
+        let created = json(&node_on(ours.as_ref(), &["create-board", &url, "Made in JS"]).await);
         let doc_url = created["url"].as_str().expect("url").to_owned();
         let board = AutomergeUrl::parse(&doc_url)
             .expect("automerge url")
@@ -60,14 +62,22 @@ async fn a_js_client_and_client_core_edit_one_board_both_ways() {
         assert!(read.tasks.is_empty(), "{server_kind}: {read:?}");
         add_task(&a, board, "from rust").await;
         synced(&a, board).await;
-        node(&["wait-task", &url, &doc_url, "from rust"]).await;
+        node_on(ours.as_ref(), &["wait-task", &url, &doc_url, "from rust"]).await;
 
         // JS adds a card; client-core sees it live.
-        node(&["add-task", &url, &doc_url, "js-task", "from js"]).await;
+        node_on(ours.as_ref(), &["add-task", &url, &doc_url, "js-task", "from js"]).await;
         until_board(&a, board, |b| titles(b) == ["from js", "from rust"]).await;
         a.shutdown().await;
         if let Some(reference) = reference {
             reference.stop().await;
         }
+    }
+}
+
+/// `peer.mjs` against our server (as its test account) or the reference one.
+async fn node_on(ours: Option<&TestServer>, args: &[&str]) -> Output {
+    match ours {
+        Some(server) => node_as(&server.account, args).await,
+        None => node(args).await,
     }
 }

@@ -50,7 +50,10 @@ pub async fn shared_board(name: &str, task: &str) -> SharedBoard {
     );
     let ann = client(dirs.0.path(), "ann", Some(&server.url())).await;
     let bob = client(dirs.1.path(), "bob", Some(&server.url())).await;
-    let board = ann.create_board(name).await.expect("create");
+    let board = ann
+        .create_board_as(server.register_board(name).await, name)
+        .await
+        .expect("create");
     let task = add_task(&ann, board, task).await;
     synced(&ann, board).await;
     bob.fetch(board).await.expect("fetch");

@@ -226,6 +226,12 @@ async fn a_server_crash_mid_sync_is_retried_and_nothing_is_lost() {
     offline.shutdown().await;
 
     let server = TestServer::start(server_dir.path()).await;
+    // Registered once online, as a board made offline is.
+    server
+        .account
+        .register_document(board, "Backlog")
+        .await
+        .expect("register");
     let a = client(client_dir.path(), "ann", Some(&server.url())).await;
     let mut events = a.subscribe();
     a.board(board).await.expect("opens"); // opening starts the sync
@@ -253,7 +259,10 @@ async fn a_reconnect_sends_only_what_changed() {
     let server = TestServer::start(server_dir.path()).await;
     let client_dir = tempfile::tempdir().expect("dir");
     let a = client(client_dir.path(), "ann", Some(&server.url())).await;
-    let board = a.create_board("Big").await.expect("create");
+    let board = a
+        .create_board_as(server.register_board("Big").await, "Big")
+        .await
+        .expect("create");
     for i in 0..1000 {
         add_task(&a, board, &format!("card {i}")).await;
     }
@@ -341,7 +350,10 @@ async fn random_concurrent_edits_from_three_clients_converge() {
     let server = TestServer::start(server_dir.path()).await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let first = client(dirs[0].path(), "ann", Some(&server.url())).await;
-    let board = first.create_board("Random").await.expect("create");
+    let board = first
+        .create_board_as(server.register_board("Random").await, "Random")
+        .await
+        .expect("create");
     for i in 0..5 {
         add_task(&first, board, &format!("seed {i}")).await;
     }

@@ -56,7 +56,7 @@ async fn syncs_over_wss_with_a_trusted_private_certificate_and_a_token() {
 
     let mut trusted = ServerConfig::new(&url)
         .expect("url")
-        .with_token("s3cret token/+=");
+        .with_token(server.account.access_token.clone());
     trusted.extra_roots.push(cert);
     let client_dir = tempfile::tempdir().expect("dir");
     let a = Client::open(ClientConfig {
@@ -66,7 +66,10 @@ async fn syncs_over_wss_with_a_trusted_private_certificate_and_a_token() {
     })
     .await
     .expect("opens");
-    let board = a.create_board("Secure").await.expect("create");
+    let board = a
+        .create_board_as(server.register_board("Secure").await, "Secure")
+        .await
+        .expect("create");
     add_task(&a, board, "over TLS").await;
     synced(&a, board).await;
 
@@ -93,19 +96,15 @@ async fn syncs_over_wss_with_a_trusted_private_certificate_and_a_token() {
 
 #[test]
 fn the_token_travels_percent_encoded_in_the_query() {
-    let plain = ServerConfig::new("ws://h:1/api/v1/sync")
-        .expect("url")
-        .with_token("a b/+=é");
+    let plain = ServerConfig::new("ws://h:1/api/v1/sync").expect("url");
     assert_eq!(
-        plain.connect_url(),
+        plain.connect_url(Some("a b/+=é")),
         "ws://h:1/api/v1/sync?token=a%20b%2F%2B%3D%C3%A9"
     );
-    let with_query = ServerConfig::new("ws://h:1/s?x=1")
-        .expect("url")
-        .with_token("t");
-    assert_eq!(with_query.connect_url(), "ws://h:1/s?x=1&token=t");
+    let with_query = ServerConfig::new("ws://h:1/s?x=1").expect("url");
+    assert_eq!(with_query.connect_url(Some("t")), "ws://h:1/s?x=1&token=t");
     assert_eq!(
-        ServerConfig::new("ws://h:1/s").expect("url").connect_url(),
+        ServerConfig::new("ws://h:1/s").expect("url").connect_url(None),
         "ws://h:1/s"
     );
     for bad in ["http://h/s", "h:1/s", "ws:///s", ""] {

@@ -23,12 +23,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::access::{AccessChange, AccessFeed};
 use crate::now_ms;
 use crate::store::{Rotation, Store, StoreError, UserRow};
 use tokens::{AUDIENCE, Claims, ISSUER, TokenError, TokenKeys};
 
-/// How long an access token lives.
-pub const ACCESS_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a session lives without a new login.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -108,6 +107,9 @@ pub struct Identity {
     keys: TokenKeys,
     per_address: Arc<Mutex<limit::Limiter>>,
     per_account: Arc<Mutex<limit::Limiter>>,
+    /// Tells live sync connections when a session ends.
+    feed: AccessFeed,
+    access_ttl: Duration,
 }
 
 /// A hash to verify against when the account does not exist, so a login for an unknown email
@@ -124,9 +126,11 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 impl Identity {
-    pub fn new(store: Store, secret: &[u8]) -> Identity {
+    pub fn new(store: Store, secret: &[u8], feed: AccessFeed, access_ttl: Duration) -> Identity {
         Identity {
             store,
+            feed,
+            access_ttl,
             keys: TokenKeys::new(secret),
             per_address: Arc::new(Mutex::new(limit::Limiter::new(limit::PER_ADDRESS))),
             per_account: Arc::new(Mutex::new(limit::Limiter::new(limit::PER_ACCOUNT))),
@@ -229,12 +233,12 @@ impl Identity {
             sid: session_id.to_owned(),
             jti: uuid::Uuid::new_v4().to_string(),
             iat,
-            exp: iat + ACCESS_TTL.as_secs() as i64,
+            exp: iat + self.access_ttl.as_secs() as i64,
         };
         TokenPair {
             access_token: self.keys.sign(&claims),
             refresh_token: refresh,
-            expires_in: ACCESS_TTL,
+            expires_in: self.access_ttl,
             user,
         }
     }
@@ -263,8 +267,11 @@ impl Identity {
                     .ok_or(AuthError::RefreshInvalid)?;
                 Ok(self.pair(user, &session_id, next, now))
             }
-            Rotation::Reused => {
-                tracing::warn!("a spent refresh token was presented again; its session is ended");
+            Rotation::Reused { session_id } => {
+                tracing::warn!(session = %session_id, "a spent refresh token was presented again; its session is ended");
+                self.feed.publish(AccessChange::SessionEnded {
+                    session: session_id,
+                });
                 Err(AuthError::RefreshReused)
             }
             Rotation::Invalid => Err(AuthError::RefreshInvalid),
@@ -301,6 +308,9 @@ impl Identity {
         self.store
             .revoke_session(&user.session_id, "logout", now)
             .await?;
+        self.feed.publish(AccessChange::SessionEnded {
+            session: user.session_id.clone(),
+        });
         Ok(())
     }
 

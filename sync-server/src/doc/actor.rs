@@ -12,7 +12,7 @@ use taskflow_proto::DocumentId;
 use taskflow_proto::wire::{Message, SyncPayload};
 use tokio::sync::mpsc;
 
-use super::state::{DocState, load_document};
+use super::state::{DocState, load_document, new_change_actors};
 use super::{DocCommand, Registry};
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::now_ms;
@@ -193,8 +193,13 @@ impl Actor {
             DocCommand::Sync {
                 link,
                 request,
+                may_write,
                 message,
-            } => return self.handle_sync(link, request, message, touched).await,
+            } => {
+                return self
+                    .handle_sync(link, request, may_write, message, touched)
+                    .await;
+            }
             DocCommand::Ephemeral {
                 from,
                 sender_id,
@@ -234,6 +239,7 @@ impl Actor {
         &mut self,
         link: PeerLink,
         request: bool,
+        may_write: bool,
         message: sync::Message,
         touched: &mut HashSet<ConnId>,
     ) -> Result<(), Fatal> {
@@ -254,9 +260,25 @@ impl Actor {
         {
             self.materialise().await?;
         }
+        if !message.changes.is_empty() {
+            if !may_write {
+                self.tell(
+                    &link,
+                    format!(
+                        "document {}: viewers cannot change this board; your changes were not accepted",
+                        self.id
+                    ),
+                );
+            } else if let Err((code, refusal)) = self.check_authors(&link, &message).await {
+                tracing::warn!(document = %self.id, peer = %link.peer_id, user = %link.user, %refusal, "refused changes");
+                link.close(code, Some(refusal));
+                return Ok(());
+            }
+        }
         let state = self.state.get_or_insert_with(DocState::new_empty);
         let conn = link.conn;
         state.attach(link.clone());
+        state.set_read_only(conn, !may_write);
         if let Err(e) = state.receive(conn, message) {
             tracing::warn!(document = %self.id, peer = %link.peer_id, error = %e, "invalid sync message");
             state.detach(conn);
@@ -271,6 +293,55 @@ impl Actor {
         }
         touched.insert(conn);
         Ok(())
+    }
+
+    /// Checks that every change `message` would add is by an actor of `link`'s user (binding
+    /// actors seen for the first time to them); otherwise the close code and why.
+    async fn check_authors(
+        &self,
+        link: &PeerLink,
+        message: &sync::Message,
+    ) -> Result<(), (u16, String)> {
+        let doc = self.state.as_ref().and_then(DocState::doc);
+        let actors = new_change_actors(doc, &message.changes).map_err(|e| {
+            (
+                close_code::PROTOCOL_ERROR,
+                format!("invalid sync message for document {}: {e}", self.id),
+            )
+        })?;
+        for actor in actors {
+            let owner = self
+                .registry
+                .actor_owner(&actor, &link.user)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "binding an actor id failed");
+                    (
+                        close_code::SERVER_ERROR,
+                        "checking the changes' authors failed; try again".to_owned(),
+                    )
+                })?;
+            if owner != link.user {
+                return Err((
+                    close_code::POLICY,
+                    format!(
+                        "document {}: actor id {actor} belongs to another user; use an actor id of your own",
+                        self.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the peer an `error` message that does not end its connection.
+    fn tell(&self, link: &PeerLink, message: String) {
+        let error = Message::Error {
+            sender_id: self.registry.server_peer().clone(),
+            target_id: Some(link.peer_id.clone()),
+            message,
+        };
+        link.send(error.encode());
     }
 
     /// Persists what the batch changed, then answers: the durability rule's one place.

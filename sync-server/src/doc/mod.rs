@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use automerge::sync;
+use automerge::{ActorId, sync};
 use taskflow_proto::{DocumentId, PeerId};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -28,6 +28,8 @@ pub enum DocCommand {
     Sync {
         link: PeerLink,
         request: bool,
+        /// The peer's user may change the document (a viewer may not).
+        may_write: bool,
         message: sync::Message,
     },
     /// An `ephemeral` message to relay to the document's other peers.
@@ -84,9 +86,15 @@ struct Entry {
     generation: u64,
 }
 
+/// Actor ids whose owner is remembered in memory before the table is read again (bindings
+/// never change, so forgetting them all at once is only a cost, never a mistake).
+const ACTORS_REMEMBERED: usize = 100_000;
+
 #[derive(Debug)]
 struct Inner {
     docs: Mutex<HashMap<DocumentId, Entry>>,
+    /// Actor id → the user it is bound to (a cache of the `actors` table).
+    actors: Mutex<HashMap<ActorId, Arc<str>>>,
     store: Store,
     config: DocConfig,
     server_peer: PeerId,
@@ -104,6 +112,7 @@ impl Registry {
         Self {
             inner: Arc::new(Inner {
                 docs: Mutex::new(HashMap::new()),
+                actors: Mutex::new(HashMap::new()),
                 store,
                 config,
                 server_peer,
@@ -115,6 +124,33 @@ impl Registry {
 
     pub fn server_peer(&self) -> &PeerId {
         &self.inner.server_peer
+    }
+
+    /// The user `actor` belongs to, binding it to `user` if it belongs to nobody yet.
+    async fn actor_owner(
+        &self,
+        actor: &ActorId,
+        user: &Arc<str>,
+    ) -> Result<Arc<str>, crate::store::StoreError> {
+        if let Some(owner) = self.inner.actors.lock().expect("actor cache lock").get(actor) {
+            return Ok(owner.clone());
+        }
+        let owner = self
+            .inner
+            .store
+            .bind_actor(&actor.to_hex_string(), user, crate::now_ms())
+            .await?;
+        let owner: Arc<str> = if *owner == **user {
+            user.clone()
+        } else {
+            Arc::from(owner)
+        };
+        let mut actors = self.inner.actors.lock().expect("actor cache lock");
+        if actors.len() >= ACTORS_REMEMBERED {
+            actors.clear();
+        }
+        actors.insert(actor.clone(), owner.clone());
+        Ok(owner)
     }
 
     /// Number of documents open in memory.

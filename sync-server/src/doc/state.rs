@@ -12,10 +12,10 @@
 //! and can be dropped again ([`DocState::unload`]) once everyone is in sync. An Automerge board
 //! of 10,000 tasks takes tens of MiB in memory; its stored form under one.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, BloomFilter, ChunkList, Have, MessageFlags, MessageVersion, SyncDoc};
-use automerge::{Automerge, AutomergeError, ChangeHash};
+use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, ReadDoc};
 use taskflow_proto::PeerId;
 
 use crate::link::{ConnId, PeerLink};
@@ -85,6 +85,37 @@ fn flags() -> MessageFlags {
     let mut flags = MessageFlags::new();
     flags.set(MessageFlags::SUPPORTS_SYNC_RESET);
     flags
+}
+
+/// The actors of the changes in `chunks` that `doc` does not have yet (all of them when there
+/// is no document yet): whose changes a sync message would add. Automerge sends each change as
+/// its own chunk, or a whole document as one; anything else is refused, since its authors
+/// could not be told.
+pub fn new_change_actors(
+    doc: Option<&Automerge>,
+    chunks: &ChunkList,
+) -> Result<BTreeSet<ActorId>, String> {
+    let known = |hash: &ChangeHash| doc.is_some_and(|d| d.get_change_by_hash(hash).is_some());
+    let mut actors = BTreeSet::new();
+    for chunk in chunks.iter() {
+        if let Ok(change) = Change::try_from(chunk) {
+            if !known(&change.hash()) {
+                actors.insert(change.actor_id().clone());
+            }
+            continue;
+        }
+        let whole = Automerge::load(chunk)
+            .map_err(|e| format!("a sync message chunk is neither a change nor a document: {e}"))?;
+        if !whole.get_missing_deps(&[]).is_empty() {
+            return Err("a sync message chunk holds changes with missing dependencies".into());
+        }
+        for change in whole.get_changes(&[]) {
+            if !known(&change.hash()) {
+                actors.insert(change.actor_id().clone());
+            }
+        }
+    }
+    Ok(actors)
 }
 
 /// Builds the v2 sync message that hands a peer with no heads the whole document.
@@ -186,6 +217,15 @@ impl DocState {
             supports_v2: false,
             confirmed: Vec::new(),
         });
+    }
+
+    /// Whether the peer on `conn` may change the document. A read-only peer's changes are
+    /// ignored by the sync protocol itself (never applied, stored or relayed), and our messages
+    /// tell it so, so that it stops offering them.
+    pub fn set_read_only(&mut self, conn: ConnId, read_only: bool) {
+        if let Some(peer) = self.peers.get_mut(&conn) {
+            peer.state.set_read_only(read_only);
+        }
     }
 
     pub fn detach(&mut self, conn: ConnId) -> Option<PeerLink> {
@@ -416,6 +456,10 @@ fn heads_message(state: &mut sync::State, ours: &[ChangeHash]) -> sync::Message 
     state.have_responded = true;
     state.last_sent_heads = ours.to_vec();
     state.in_flight = true;
+    let mut flags = flags();
+    if state.read_only {
+        flags.set(MessageFlags::READ_ONLY);
+    }
     sync::Message {
         heads: ours.to_vec(),
         need: Vec::new(),
@@ -424,7 +468,7 @@ fn heads_message(state: &mut sync::State, ours: &[ChangeHash]) -> sync::Message 
             bloom: BloomFilter::from_hashes(Vec::<ChangeHash>::new().into_iter()),
         }],
         changes: ChunkList::empty(),
-        flags: Some(flags()),
+        flags: Some(flags),
         version: MessageVersion::V1,
     }
 }
@@ -438,7 +482,7 @@ mod tests {
     use taskflow_proto::board::ops::{self, NewTask};
 
     fn link(conn: ConnId) -> (PeerLink, Outbox) {
-        let (link, outbox) = PeerLink::new(conn, 1 << 20);
+        let (link, outbox) = PeerLink::new(conn, "user", 1 << 20);
         (link.with_peer(PeerId::new(format!("p{conn}"))), outbox)
     }
 

@@ -21,7 +21,7 @@ pub enum Rotation {
     /// Exchanged: the new token is stored in the same session.
     Rotated { session_id: String, user_id: String },
     /// Already spent: the session (every token of the family) is now revoked.
-    Reused,
+    Reused { session_id: String },
     /// Unknown, or its session is revoked or expired.
     Invalid,
 }
@@ -142,7 +142,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                return Ok(Rotation::Reused);
+                return Ok(Rotation::Reused {
+                    session_id: session,
+                });
             };
             let session_id: String = spent.get(0);
             let live = sqlx::query(&sql(

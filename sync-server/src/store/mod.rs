@@ -27,6 +27,7 @@ macro_rules! with_pool {
     };
 }
 
+mod access;
 mod identity;
 mod invitations;
 mod postgres;
@@ -34,6 +35,7 @@ mod projects;
 mod sqlite;
 mod workspaces;
 
+pub use access::DocumentAccess;
 pub use identity::{Rotation, UserRow};
 pub use invitations::InvitationRow;
 pub use projects::ProjectRow;

@@ -35,11 +35,12 @@ macro_rules! project_row {
 }
 
 impl Store {
-    pub async fn create_project(&self, p: &ProjectRow) -> Result<(), StoreError> {
+    /// Stores a new project; `false` when another project already has its document.
+    pub async fn create_project(&self, p: &ProjectRow) -> Result<bool, StoreError> {
         with_pool!(self, |pool, sql| {
-            sqlx::query(&sql(
+            let done = sqlx::query(&sql(
                 "INSERT INTO projects (id, workspace_id, name, document_id, created_by, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (document_id) DO NOTHING",
             ))
             .bind(&p.id)
             .bind(&p.workspace_id)
@@ -49,7 +50,7 @@ impl Store {
             .bind(p.created_at)
             .execute(pool)
             .await?;
-            Ok(())
+            Ok(done.rows_affected() == 1)
         })
     }
 

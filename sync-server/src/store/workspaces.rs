@@ -34,7 +34,7 @@ pub enum MemberChange {
     Remove,
 }
 
-fn role(text: &str) -> Result<Role, StoreError> {
+pub(super) fn role(text: &str) -> Result<Role, StoreError> {
     Role::parse(text).ok_or_else(|| StoreError::Write(format!("stored role `{text}` is unknown")))
 }
 

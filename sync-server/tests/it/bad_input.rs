@@ -40,17 +40,22 @@ fn sync_frame(document_id: DocumentId, data: Vec<u8>) -> Vec<u8> {
 /// A joined peer sends `frame`; it must get an error naming `expect` and a close, while a
 /// bystander editing a board keeps working and nothing new is stored.
 async fn rejected(frame: Vec<u8>, expect: &str) {
+    rejected_on_board(|_| frame, expect).await;
+}
+
+/// [`rejected`] for a frame about a board the sender may edit (`frame` gets its id).
+async fn rejected_on_board(frame: impl FnOnce(DocumentId) -> Vec<u8>, expect: &str) {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut bystander = Peer::connect(&server.url(), "bystander")
+    let mut bystander = server.peer("bystander")
         .await
         .expect("join");
     let id = bystander.create(board("Safe", 1)).await.expect("create");
     bystander.until_server_has(id).await.expect("stored");
     let stored_before = server.store.document_count().await.expect("count");
 
-    let mut mallory = Peer::connect(&server.url(), "mallory").await.expect("join");
-    mallory.send_raw(frame).await.expect("send");
+    let mut mallory = server.peer("mallory").await.expect("join");
+    mallory.send_raw(frame(id)).await.expect("send");
     let (error, code) = mallory
         .expect_error_and_close()
         .await
@@ -135,18 +140,14 @@ async fn a_sync_message_carrying_corrupt_changes() {
         flags: None,
         version: sync::MessageVersion::V1,
     };
-    rejected(
-        sync_frame(DocumentId::random(), message.encode()),
-        "invalid sync message",
-    )
-    .await;
+    rejected_on_board(|id| sync_frame(id, message.encode()), "invalid sync message").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_text_frame() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut peer = Peer::connect(&server.url(), "texter").await.expect("join");
+    let mut peer = server.peer("texter").await.expect("join");
     peer.send_text("{\"type\":\"join\"}").await.expect("send");
     let (error, code) = peer
         .expect_error_and_close()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use automerge::ReadDoc;
 
-use taskflow_testkit::{Event, Peer};
+use taskflow_testkit::Event;
 
 use crate::support::{
     Backend, ServerProcess, TestDb, add_task, board, on_both_backends, task_titles,
@@ -17,7 +17,7 @@ async fn kill_nine_during_a_burst_loses_nothing_acknowledged(backend: Backend) {
     let db = TestDb::new(backend).await;
     // Compacting every few changes puts compactions, not just appends, under the kill.
     let server = ServerProcess::start_with(&db, &["--compact-after-changes", "4"]).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Burst", 0)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
 
@@ -48,7 +48,7 @@ async fn kill_nine_during_a_burst_loses_nothing_acknowledged(backend: Backend) {
     assert!(!acknowledged.is_empty());
 
     let server = ServerProcess::start(&db).await;
-    let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
+    let mut fresh = server.peer("fresh").await.expect("join");
     fresh.request(id).await.expect("request");
     fresh
         .until_doc(id, |d| {
@@ -71,7 +71,7 @@ async fn kill_nine_during_a_burst_loses_nothing_acknowledged(backend: Backend) {
 async fn sigterm_closes_sockets_with_going_away_and_keeps_the_data() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = ServerProcess::start(&db).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Graceful", 2)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
 
@@ -91,7 +91,7 @@ async fn sigterm_closes_sockets_with_going_away_and_keeps_the_data() {
     );
 
     let server = ServerProcess::start(&db).await;
-    let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
+    let mut fresh = server.peer("fresh").await.expect("join");
     fresh.request(id).await.expect("request");
     fresh
         .until_doc(id, |d| task_titles(d).len() == 2)

@@ -3,8 +3,7 @@
 
 use taskflow_proto::AutomergeUrl;
 use taskflow_proto::board::Board;
-use taskflow_testkit::Peer;
-use taskflow_testkit::js::{json, node};
+use taskflow_testkit::js::{json, node_as};
 
 use crate::support::{Backend, TestDb, TestServer, add_task, task_titles};
 
@@ -12,12 +11,12 @@ use crate::support::{Backend, TestDb, TestServer, add_task, task_titles};
 async fn two_js_clients_sync_and_relay_ephemeral_messages_through_our_server() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let out = json(&node(&["two-clients", &server.url()]).await);
+    let out = json(&node_as(&server.account, &["two-clients", &server.url()]).await);
     assert_eq!(out["ok"], true, "{out}");
 
-    let created = json(&node(&["create-board", &server.url(), "Relay"]).await);
+    let created = json(&node_as(&server.account, &["create-board", &server.url(), "Relay"]).await);
     let url = created["url"].as_str().expect("url");
-    node(&["ephemeral-relay", &server.url(), url]).await;
+    node_as(&server.account, &["ephemeral-relay", &server.url(), url]).await;
     server.stop().await;
 }
 
@@ -26,13 +25,13 @@ async fn js_and_rust_peers_see_each_others_edits() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
 
-    let created = json(&node(&["create-board", &server.url(), "Shared"]).await);
+    let created = json(&node_as(&server.account, &["create-board", &server.url(), "Shared"]).await);
     let url = created["url"].as_str().expect("url").to_owned();
     let id = AutomergeUrl::parse(&url)
         .expect("automerge url")
         .document_id;
 
-    let mut rust = Peer::connect(&server.url(), "rust-peer")
+    let mut rust = server.peer("rust-peer")
         .await
         .expect("join");
     rust.request(id).await.expect("request");
@@ -44,10 +43,10 @@ async fn js_and_rust_peers_see_each_others_edits() {
         .await
         .expect("edit");
     rust.until_server_has(id).await.expect("stored");
-    let seen = json(&node(&["wait-task", &server.url(), &url, "from rust"]).await);
+    let seen = json(&node_as(&server.account, &["wait-task", &server.url(), &url, "from rust"]).await);
     assert!(seen.to_string().contains("from rust"));
 
-    node(&["add-task", &server.url(), &url, "js-task", "from js"]).await;
+    node_as(&server.account, &["add-task", &server.url(), &url, "js-task", "from js"]).await;
     rust.until_doc(id, |d| task_titles(d).contains(&"from js".to_owned()))
         .await
         .expect("the Rust peer sees the JS edit live");
@@ -60,7 +59,7 @@ async fn js_and_rust_peers_see_each_others_edits() {
 async fn a_js_client_learns_promptly_that_a_document_is_unavailable() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let out = json(&node(&["find-missing", &server.url()]).await);
+    let out = json(&node_as(&server.account, &["find-missing", &server.url()]).await);
     assert_eq!(out["unavailable"], true, "{out}");
     assert!(
         out["error"]

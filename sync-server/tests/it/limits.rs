@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use taskflow_proto::PeerId;
 use taskflow_proto::wire::Message;
-use taskflow_testkit::{Event, Peer};
+use taskflow_testkit::Event;
 
 use crate::support::{Backend, TestDb, TestServer, board};
 
@@ -14,7 +14,7 @@ async fn an_oversized_frame_is_refused() {
     let mut config = db.config();
     config.max_frame_bytes = 4096;
     let server = TestServer::start(config).await;
-    let mut peer = Peer::connect(&server.url(), "big").await.expect("join");
+    let mut peer = server.peer("big").await.expect("join");
     peer.send_raw(vec![0u8; 10_000]).await.expect("send");
     let (error, code) = peer
         .expect_error_and_close()
@@ -31,7 +31,7 @@ async fn one_connection_opens_at_most_the_configured_documents() {
     let mut config = db.config();
     config.max_docs_per_connection = 2;
     let server = TestServer::start(config).await;
-    let mut peer = Peer::connect(&server.url(), "greedy").await.expect("join");
+    let mut peer = server.peer("greedy").await.expect("join");
     for n in 0..2 {
         let id = peer
             .create(board(&format!("b{n}"), 0))
@@ -56,10 +56,10 @@ async fn a_peer_that_stops_reading_is_disconnected_not_buffered() {
     config.send_queue_bytes = 1024 * 1024;
     let server = TestServer::start(config).await;
 
-    let mut talker = Peer::connect(&server.url(), "talker").await.expect("join");
+    let mut talker = server.peer("talker").await.expect("join");
     let id = talker.create(board("Chatty", 0)).await.expect("create");
     talker.until_server_has(id).await.expect("stored");
-    let mut sleeper = Peer::connect(&server.url(), "sleeper").await.expect("join");
+    let mut sleeper = server.peer("sleeper").await.expect("join");
     sleeper.request(id).await.expect("request");
     sleeper.until_server_has(id).await.expect("synced");
 
@@ -123,7 +123,7 @@ async fn a_peer_that_answers_no_pings_is_disconnected_and_its_documents_released
     config.evict_after = Duration::from_millis(100);
     let server = TestServer::start(config).await;
 
-    let mut ghost = Peer::connect(&server.url(), "ghost").await.expect("join");
+    let mut ghost = server.peer("ghost").await.expect("join");
     let id = ghost.create(board("Left open", 1)).await.expect("create");
     ghost.until_server_has(id).await.expect("stored");
 
@@ -156,7 +156,7 @@ async fn a_peer_that_keeps_reading_stays_connected_through_pings() {
     let mut config = db.config();
     config.keepalive = Duration::from_millis(100);
     let server = TestServer::start(config).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Alive", 1)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
     // Reading answers the pings (tungstenite replies with pongs).

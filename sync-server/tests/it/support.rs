@@ -11,6 +11,7 @@ use taskflow_proto::board::ops::{self, NewTask};
 use taskflow_sync_server::server::Shared;
 use taskflow_sync_server::store::Store;
 use taskflow_sync_server::{Config, Server};
+use taskflow_testkit::{Account, Peer};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -52,6 +53,8 @@ pub(crate) use on_both_backends;
 pub struct TestDb {
     pub dir: TempDir,
     pub database_url: Option<String>,
+    /// The account the servers on this database are used as (made by the first one).
+    account: std::sync::Mutex<Option<Account>>,
 }
 
 impl TestDb {
@@ -61,7 +64,25 @@ impl TestDb {
             Backend::Sqlite => None,
             Backend::Postgres => Some(create_pg_database().await),
         };
-        TestDb { dir, database_url }
+        TestDb {
+            dir,
+            database_url,
+            account: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The database's test account, at the server listening on `addr` (registered there first
+    /// if this database has none yet).
+    async fn account_at(&self, addr: SocketAddr) -> Account {
+        let known = self.account.lock().expect("account lock").clone();
+        let account = match known {
+            Some(account) => account.at(addr),
+            None => Account::register(addr, "Tess Tester")
+                .await
+                .expect("register the test account"),
+        };
+        *self.account.lock().expect("account lock") = Some(account.clone());
+        account
     }
 
     pub fn config(&self) -> Config {
@@ -91,9 +112,10 @@ async fn create_pg_database() -> String {
     format!("{base}/{name}")
 }
 
-/// A server running inside the test process.
+/// A server running inside the test process, with a registered account to use it as.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub account: Account,
     pub shared: Arc<Shared>,
     pub store: Store,
     stop: Option<oneshot::Sender<()>>,
@@ -102,6 +124,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
+        Self::start_as(config, None).await
+    }
+
+    /// Starts with `account` (from an earlier server on the same database) as the test account,
+    /// or a newly registered one.
+    pub async fn start_as(config: Config, account: Option<Account>) -> TestServer {
         let server = Server::open(&config).await.expect("server opens");
         let shared = server.shared().clone();
         let store = server.store().clone();
@@ -111,8 +139,15 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
+        let account = match account {
+            Some(account) => account.at(addr),
+            None => Account::register(addr, "Tess Tester")
+                .await
+                .expect("register the test account"),
+        };
         TestServer {
             addr,
+            account,
             shared,
             store,
             stop: Some(stop),
@@ -120,8 +155,19 @@ impl TestServer {
         }
     }
 
+    /// The sync URL with the test account's token.
     pub fn url(&self) -> String {
+        self.account.sync_url()
+    }
+
+    /// The sync URL without a token.
+    pub fn bare_url(&self) -> String {
         format!("ws://{}/api/v1/sync", self.addr)
+    }
+
+    /// A peer joined as the test account.
+    pub async fn peer(&self, name: &str) -> anyhow::Result<Peer> {
+        Peer::connect_as(&self.account, name).await
     }
 
     /// Graceful stop; returns once the server has finished.
@@ -139,6 +185,8 @@ impl TestServer {
 /// The real `taskflow-server` binary in a child process (for kill -9 and signals).
 pub struct ServerProcess {
     pub addr: SocketAddr,
+    /// The database's test account (the same across restarts on one database).
+    pub account: Account,
     /// Where the server's log (stderr) goes.
     pub log_path: PathBuf,
     child: Child,
@@ -186,6 +234,7 @@ impl ServerProcess {
         .expect("server listens in time");
         ServerProcess {
             addr,
+            account: db.account_at(addr).await,
             log_path,
             child,
         }
@@ -196,8 +245,9 @@ impl ServerProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    pub fn url(&self) -> String {
-        format!("ws://{}/api/v1/sync", self.addr)
+    /// A peer joined as the test account.
+    pub async fn peer(&self, name: &str) -> anyhow::Result<Peer> {
+        Peer::connect_as(&self.account, name).await
     }
 
     pub async fn kill9(mut self) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use taskflow_proto::DocumentId;
 use taskflow_proto::board::Board;
 use taskflow_proto::wire::Message;
-use taskflow_testkit::{Event, Peer};
+use taskflow_testkit::Event;
 
 use crate::support::{Backend, TestDb, TestServer, add_task, board, on_both_backends, task_titles};
 
@@ -18,10 +18,10 @@ on_both_backends!(
 async fn two_peers_sync_a_board(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann")
+    let mut ann = server.peer("ann")
         .await
         .expect("ann joins");
-    let mut bo = Peer::connect(&server.url(), "bo").await.expect("bo joins");
+    let mut bo = server.peer("bo").await.expect("bo joins");
 
     let id = ann.create(board("Launch", 1)).await.expect("create");
     ann.until_server_has(id)
@@ -55,7 +55,7 @@ async fn two_peers_sync_a_board(backend: Backend) {
 async fn a_restart_reloads_every_document(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = ann
@@ -68,11 +68,12 @@ async fn a_restart_reloads_every_document(backend: Backend) {
         ann.until_server_has(id).await.expect("stored");
     }
     ann.close().await.expect("close");
+    let account = server.account.clone();
     server.stop().await;
 
-    let server = TestServer::start(db.config()).await;
+    let server = TestServer::start_as(db.config(), Some(account)).await;
     assert_eq!(server.store.document_count().await.expect("count"), 5);
-    let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
+    let mut fresh = server.peer("fresh").await.expect("join");
     for (n, &id) in ids.iter().enumerate() {
         fresh.request(id).await.expect("request");
         fresh
@@ -92,7 +93,7 @@ async fn compaction_and_eviction_leave_the_document_identical(backend: Backend) 
     config.evict_after = Duration::from_millis(200);
     let server = TestServer::start(config).await;
 
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Busy", 0)).await.expect("create");
     for i in 0..20 {
         ann.edit(id, |d| add_task(d, &format!("edit {i}")))
@@ -113,7 +114,7 @@ async fn compaction_and_eviction_leave_the_document_identical(backend: Backend) 
     }
     assert_eq!(server.store.change_count(&id).await.expect("count"), 0);
 
-    let mut fresh = Peer::connect(&server.url(), "fresh").await.expect("join");
+    let mut fresh = server.peer("fresh").await.expect("join");
     fresh.request(id).await.expect("request");
     fresh
         .until_doc(id, |d| d.get_heads() == heads)
@@ -127,7 +128,7 @@ async fn compaction_and_eviction_leave_the_document_identical(backend: Backend) 
 async fn an_unknown_document_is_unavailable_and_the_peer_stays_connected() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let ghost = DocumentId::random();
     ann.request(ghost).await.expect("request");
     ann.run_until(taskflow_testkit::DEFAULT_TIMEOUT, |p| {
@@ -152,12 +153,12 @@ async fn an_unknown_document_is_unavailable_and_the_peer_stays_connected() {
 async fn a_fresh_fetch_is_one_whole_document_then_increments() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Big", 300)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
     let whole = ann.doc(id).save().len();
 
-    let mut bo = Peer::connect(&server.url(), "bo").await.expect("join");
+    let mut bo = server.peer("bo").await.expect("join");
     bo.request(id).await.expect("request");
     bo.until_doc(id, |d| task_titles(d).len() == 300)
         .await
@@ -183,11 +184,11 @@ async fn a_fresh_fetch_is_one_whole_document_then_increments() {
 async fn ephemeral_messages_reach_the_other_peers_once() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Live", 0)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
-    let mut bo = Peer::connect(&server.url(), "bo").await.expect("join");
-    let mut cy = Peer::connect(&server.url(), "cy").await.expect("join");
+    let mut bo = server.peer("bo").await.expect("join");
+    let mut cy = server.peer("cy").await.expect("join");
     for p in [&mut bo, &mut cy] {
         p.request(id).await.expect("request");
         p.until_server_has(id).await.expect("synced");
@@ -237,7 +238,7 @@ async fn remote_heads_gossip_is_ignored_and_leave_closes_normally() {
 
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Gossip", 1)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
 
@@ -296,10 +297,10 @@ async fn a_quiet_open_document_unloads_and_still_syncs_the_next_edit() {
     let mut config = db.config();
     config.unload_after = Duration::from_millis(100);
     let server = TestServer::start(config).await;
-    let mut ann = Peer::connect(&server.url(), "ann").await.expect("join");
+    let mut ann = server.peer("ann").await.expect("join");
     let id = ann.create(board("Quiet", 3)).await.expect("create");
     ann.until_server_has(id).await.expect("stored");
-    let mut bo = Peer::connect(&server.url(), "bo").await.expect("join");
+    let mut bo = server.peer("bo").await.expect("join");
     bo.request(id).await.expect("request");
     bo.until_server_has(id).await.expect("fetched");
 
@@ -329,10 +330,10 @@ async fn a_quiet_open_document_unloads_and_still_syncs_the_next_edit() {
 async fn a_burst_of_edits_from_a_peer_that_is_not_reading_still_lands() {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut writer = Peer::connect(&server.url(), "writer").await.expect("join");
+    let mut writer = server.peer("writer").await.expect("join");
     let id = writer.create(board("Burst", 100)).await.expect("create");
     writer.until_server_has(id).await.expect("stored");
-    let mut reader = Peer::connect(&server.url(), "reader").await.expect("join");
+    let mut reader = server.peer("reader").await.expect("join");
     reader.request(id).await.expect("request");
     reader.until_server_has(id).await.expect("fetched");
 

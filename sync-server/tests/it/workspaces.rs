@@ -237,7 +237,8 @@ async fn projects_and_their_boards(backend: Backend) {
 
     // Its board document exists and any sync client can open it.
     let document_id = DocumentId::parse(&document).expect("a document id");
-    let mut peer = Peer::connect(&server.url(), "reader").await.expect("join");
+    let url = format!("{}?token={}", server.bare_url(), ann.token);
+    let mut peer = Peer::connect(&url, "reader").await.expect("join");
     peer.request(document_id).await.expect("request");
     peer.until_doc(document_id, |d| {
         Board::read(d).is_ok_and(|b| b.name == "Launch")
