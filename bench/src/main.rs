@@ -145,7 +145,13 @@ impl ServerUnderTest {
             .status()
             .await?;
         tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
-        Self::start_as(self.target, &self.dir, &self.server_bin, self.account.take()).await
+        Self::start_as(
+            self.target,
+            &self.dir,
+            &self.server_bin,
+            self.account.take(),
+        )
+        .await
     }
 
     fn pid(&self) -> u32 {

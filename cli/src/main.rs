@@ -10,15 +10,17 @@ mod resolve;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::tz::TimeZone;
 use serde_json::json;
-use taskflow_client_core::account::{AccountClient, AccountError, Credentials, Session as SignedIn};
+use taskflow_client_core::account::{
+    AccountClient, AccountError, Credentials, Session as SignedIn,
+};
 use taskflow_client_core::board::ops::{NewTask, Position, TaskEdit};
 use taskflow_client_core::board::{Priority, TaskId};
 use taskflow_client_core::{

@@ -281,7 +281,11 @@ impl Client {
     /// (see [`AccountClient::register_board`]), so that the server accepts it.
     ///
     /// [`AccountClient::register_board`]: crate::account::AccountClient::register_board
-    pub async fn create_board_as(&self, id: DocumentId, name: &str) -> Result<DocumentId, ClientError> {
+    pub async fn create_board_as(
+        &self,
+        id: DocumentId,
+        name: &str,
+    ) -> Result<DocumentId, ClientError> {
         let name = name.to_owned();
         self.call(|reply| Command::CreateBoard { id, name, reply })
             .await?

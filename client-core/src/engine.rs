@@ -296,7 +296,11 @@ impl Engine {
         }
     }
 
-    async fn create_board(&mut self, id: DocumentId, name: &str) -> Result<DocumentId, ClientError> {
+    async fn create_board(
+        &mut self,
+        id: DocumentId,
+        name: &str,
+    ) -> Result<DocumentId, ClientError> {
         let mut doc = automerge::AutoCommit::new();
         ops::create_board(&mut doc, name)?;
         let doc = doc.document().clone();
@@ -584,8 +588,7 @@ impl Engine {
             Link::Waiting { attempt, .. } => *attempt,
             Link::Disabled => return,
         };
-        let retry_in =
-            retry_in.unwrap_or_else(|| backoff::delay(attempt, rand::random::<f64>()));
+        let retry_in = retry_in.unwrap_or_else(|| backoff::delay(attempt, rand::random::<f64>()));
         tracing::info!("offline ({error}); retrying in {retry_in:?}");
         self.link = Link::Waiting {
             attempt: attempt.saturating_add(1),

@@ -36,7 +36,11 @@ impl Account {
             DocumentId::random()
         );
         let body = json!({ "email": email, "name": name, "password": PASSWORD });
-        let tokens = call(http.post(format!("{base}/api/v1/auth/register")).json(&body)).await?;
+        let tokens = call(
+            http.post(format!("{base}/api/v1/auth/register"))
+                .json(&body),
+        )
+        .await?;
         let mut account = Account {
             base,
             user_id: text(&tokens["user"]["id"])?,
@@ -47,7 +51,10 @@ impl Account {
             http,
         };
         let workspace = account
-            .post("/api/v1/workspaces", json!({ "name": format!("{name}'s workspace") }))
+            .post(
+                "/api/v1/workspaces",
+                json!({ "name": format!("{name}'s workspace") }),
+            )
             .await?;
         account.workspace_id = text(&workspace["id"])?;
         Ok(account)
@@ -110,7 +117,10 @@ impl Account {
 
     pub async fn board_in(&self, workspace: &str, name: &str) -> anyhow::Result<DocumentId> {
         let project = self
-            .post("/api/v1/projects", json!({ "workspaceId": workspace, "name": name }))
+            .post(
+                "/api/v1/projects",
+                json!({ "workspaceId": workspace, "name": name }),
+            )
             .await?;
         text(&project["documentId"])?
             .parse()
@@ -143,7 +153,9 @@ impl Account {
             "/api/v1/workspaces/{}/members/{}",
             self.workspace_id, member.user_id
         );
-        let request = self.authorized(self.http.patch(self.url(&path))).json(&json!({ "role": role }));
+        let request = self
+            .authorized(self.http.patch(self.url(&path)))
+            .json(&json!({ "role": role }));
         call(request).await.map(drop)
     }
 

@@ -29,8 +29,18 @@ impl TestServer {
 
     /// Starts on a given address (to come back where clients expect it after a crash).
     pub async fn start_on(data_dir: &Path, addr: SocketAddr) -> TestServer {
+        Self::start_configured(data_dir, addr, |_| {}).await
+    }
+
+    /// Starts on `addr` with the configuration changed by `tune` (e.g. short-lived tokens).
+    pub async fn start_configured(
+        data_dir: &Path,
+        addr: SocketAddr,
+        tune: impl FnOnce(&mut Config),
+    ) -> TestServer {
         let mut config = Config::for_data_dir(data_dir);
         config.listen = addr;
+        tune(&mut config);
         let (ready, listening) = oneshot::channel();
         let (crash, crashed) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

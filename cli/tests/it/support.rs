@@ -2,9 +2,9 @@
 
 use std::process::{Output, Stdio};
 
+use taskflow_testkit::Account;
 use taskflow_testkit::account::PASSWORD;
 use taskflow_testkit::server::TestServer;
-use taskflow_testkit::Account;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 

@@ -1,8 +1,8 @@
 //! client-core with the stock automerge-repo JS world: syncing through the reference JS sync
 //! server (`ws` + `NodeWSServerAdapter`), and with JS clients through either server.
 
-use taskflow_client_core::AutomergeUrl;
 use std::process::Output;
+use taskflow_client_core::AutomergeUrl;
 
 use taskflow_testkit::js::{RefServer, json, node, node_as};
 use taskflow_testkit::server::TestServer;
@@ -65,7 +65,11 @@ async fn a_js_client_and_client_core_edit_one_board_both_ways() {
         node_on(ours.as_ref(), &["wait-task", &url, &doc_url, "from rust"]).await;
 
         // JS adds a card; client-core sees it live.
-        node_on(ours.as_ref(), &["add-task", &url, &doc_url, "js-task", "from js"]).await;
+        node_on(
+            ours.as_ref(),
+            &["add-task", &url, &doc_url, "js-task", "from js"],
+        )
+        .await;
         until_board(&a, board, |b| titles(b) == ["from js", "from rust"]).await;
         a.shutdown().await;
         if let Some(reference) = reference {

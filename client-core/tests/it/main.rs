@@ -1,5 +1,6 @@
 //! client-core against real servers: ours (in-process, crashable) and the stock JS one.
 
+mod account;
 mod interop;
 mod offline;
 mod presence;

@@ -104,7 +104,9 @@ fn the_token_travels_percent_encoded_in_the_query() {
     let with_query = ServerConfig::new("ws://h:1/s?x=1").expect("url");
     assert_eq!(with_query.connect_url(Some("t")), "ws://h:1/s?x=1&token=t");
     assert_eq!(
-        ServerConfig::new("ws://h:1/s").expect("url").connect_url(None),
+        ServerConfig::new("ws://h:1/s")
+            .expect("url")
+            .connect_url(None),
         "ws://h:1/s"
     );
     for bad in ["http://h/s", "h:1/s", "ws:///s", ""] {

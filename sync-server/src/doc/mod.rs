@@ -132,7 +132,13 @@ impl Registry {
         actor: &ActorId,
         user: &Arc<str>,
     ) -> Result<Arc<str>, crate::store::StoreError> {
-        if let Some(owner) = self.inner.actors.lock().expect("actor cache lock").get(actor) {
+        if let Some(owner) = self
+            .inner
+            .actors
+            .lock()
+            .expect("actor cache lock")
+            .get(actor)
+        {
             return Ok(owner.clone());
         }
         let owner = self

@@ -23,11 +23,9 @@ impl Store {
         user: &str,
     ) -> Result<Option<DocumentAccess>, StoreError> {
         with_pool!(self, |pool, sql| {
-            let row = sqlx::query(&sql(
-                "SELECT p.workspace_id, m.role FROM projects p
+            let row = sqlx::query(&sql("SELECT p.workspace_id, m.role FROM projects p
                  LEFT JOIN workspace_members m ON m.workspace_id = p.workspace_id AND m.user_id = $2
-                 WHERE p.document_id = $1",
-            ))
+                 WHERE p.document_id = $1"))
             .bind(document_id)
             .bind(user)
             .fetch_optional(pool)

@@ -47,9 +47,7 @@ async fn rejected(frame: Vec<u8>, expect: &str) {
 async fn rejected_on_board(frame: impl FnOnce(DocumentId) -> Vec<u8>, expect: &str) {
     let db = TestDb::new(Backend::Sqlite).await;
     let server = TestServer::start(db.config()).await;
-    let mut bystander = server.peer("bystander")
-        .await
-        .expect("join");
+    let mut bystander = server.peer("bystander").await.expect("join");
     let id = bystander.create(board("Safe", 1)).await.expect("create");
     bystander.until_server_has(id).await.expect("stored");
     let stored_before = server.store.document_count().await.expect("count");
@@ -140,7 +138,11 @@ async fn a_sync_message_carrying_corrupt_changes() {
         flags: None,
         version: sync::MessageVersion::V1,
     };
-    rejected_on_board(|id| sync_frame(id, message.encode()), "invalid sync message").await;
+    rejected_on_board(
+        |id| sync_frame(id, message.encode()),
+        "invalid sync message",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

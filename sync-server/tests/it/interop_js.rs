@@ -31,9 +31,7 @@ async fn js_and_rust_peers_see_each_others_edits() {
         .expect("automerge url")
         .document_id;
 
-    let mut rust = server.peer("rust-peer")
-        .await
-        .expect("join");
+    let mut rust = server.peer("rust-peer").await.expect("join");
     rust.request(id).await.expect("request");
     rust.until_doc(id, |d| Board::read(d).is_ok_and(|b| b.name == "Shared"))
         .await
@@ -43,10 +41,20 @@ async fn js_and_rust_peers_see_each_others_edits() {
         .await
         .expect("edit");
     rust.until_server_has(id).await.expect("stored");
-    let seen = json(&node_as(&server.account, &["wait-task", &server.url(), &url, "from rust"]).await);
+    let seen = json(
+        &node_as(
+            &server.account,
+            &["wait-task", &server.url(), &url, "from rust"],
+        )
+        .await,
+    );
     assert!(seen.to_string().contains("from rust"));
 
-    node_as(&server.account, &["add-task", &server.url(), &url, "js-task", "from js"]).await;
+    node_as(
+        &server.account,
+        &["add-task", &server.url(), &url, "js-task", "from js"],
+    )
+    .await;
     rust.until_doc(id, |d| task_titles(d).contains(&"from js".to_owned()))
         .await
         .expect("the Rust peer sees the JS edit live");

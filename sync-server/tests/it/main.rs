@@ -2,6 +2,7 @@
 
 mod support;
 
+mod access;
 mod auth;
 mod bad_input;
 mod crash;

@@ -18,9 +18,7 @@ on_both_backends!(
 async fn two_peers_sync_a_board(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
-    let mut ann = server.peer("ann")
-        .await
-        .expect("ann joins");
+    let mut ann = server.peer("ann").await.expect("ann joins");
     let mut bo = server.peer("bo").await.expect("bo joins");
 
     let id = ann.create(board("Launch", 1)).await.expect("create");
