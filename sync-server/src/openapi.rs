@@ -10,7 +10,7 @@ pub const OPERATIONS: &[(&str, &str, &str, bool)] = &[
     (
         "get",
         "/api/v1/sync",
-        "The sync WebSocket (automerge-repo protocol v1)",
+        "The sync WebSocket (automerge-repo protocol v1); the access token goes in `?token=`",
         false,
     ),
     (
@@ -104,7 +104,7 @@ pub const OPERATIONS: &[(&str, &str, &str, bool)] = &[
     (
         "post",
         "/api/v1/projects",
-        "Create a project and its board document",
+        "Create a project and its board document (or register one made on a device)",
         true,
     ),
     ("get", "/api/v1/projects/{id}", "A project", true),
@@ -137,6 +137,11 @@ pub fn document() -> Value {
             .filter_map(|part| part.strip_prefix('{').and_then(|p| p.strip_suffix('}')))
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
+        let mut parameters = parameters;
+        if *path == "/api/v1/sync" {
+            // Browsers cannot set headers on a WebSocket, so the token rides in the query.
+            parameters.push(json!({ "name": "token", "in": "query", "required": true, "schema": { "type": "string" }, "description": "an access token" }));
+        }
         if !parameters.is_empty() {
             operation["parameters"] = Value::Array(parameters);
         }
