@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite talks to is installed and running, reusing what already is:
-# PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback) and the Node.js
-# automerge-repo peers. Idempotent; safe to run on a machine where everything already runs.
+# PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback), Redis on
+# 127.0.0.1:6379 and the Node.js automerge-repo peers. Idempotent; safe to run on a machine where everything already runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -52,6 +52,28 @@ drop_stale_test_databases() {
         done
 }
 
+redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
+
+ensure_redis() {
+    if command -v redis-cli >/dev/null && redis_ready; then
+        return
+    fi
+    if ! command -v redis-server >/dev/null; then
+        say "installing Redis"
+        apt_install redis-server
+    fi
+    say "starting Redis"
+    # Tests keep nothing worth saving: no snapshots, no append-only file.
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 100); do
+        redis_ready && return
+        sleep 0.1
+    done
+    say "Redis did not become ready on 127.0.0.1:6379"
+    exit 1
+}
+
 ensure_postgres
 drop_stale_test_databases
+ensure_redis
 "$here/js-deps.sh"

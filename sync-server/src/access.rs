@@ -14,6 +14,8 @@
 
 use std::fmt;
 
+use tokio::sync::broadcast;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
     Viewer,
@@ -98,35 +100,151 @@ pub fn may_leave(role: Role, owners: usize) -> Result<(), Refusal> {
 }
 
 /// A change to who may reach what, for live sync connections to act on at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum AccessChange {
     /// `user` joined `workspace`, changed role in it, was removed or left.
     Membership { workspace: String, user: String },
     /// A session ended (logout, or its refresh token was reused).
     SessionEnded { session: String },
+    /// Changes may have been missed (the link to the other nodes dropped): check everything.
+    Everything,
 }
 
-/// Broadcasts [`AccessChange`]s from the REST handlers to every connection on this node.
+/// Broadcasts [`AccessChange`]s from the REST handlers to every connection on this node, and,
+/// when shared through Redis, to every connection on every node.
 #[derive(Debug, Clone)]
-pub struct AccessFeed(tokio::sync::broadcast::Sender<AccessChange>);
+pub struct AccessFeed {
+    local: broadcast::Sender<AccessChange>,
+    remote: Option<RemoteFeed>,
+}
+
+/// The Redis pub/sub side of a shared feed.
+#[derive(Clone)]
+struct RemoteFeed {
+    conn: redis::aio::ConnectionManager,
+    channel: String,
+    /// This node, so that it skips its own messages coming back.
+    node: String,
+}
+
+impl std::fmt::Debug for RemoteFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteFeed")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One change on the Redis channel.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Envelope {
+    node: String,
+    change: AccessChange,
+}
 
 /// Changes a slow connection may fall behind by before it re-checks everything.
 const FEED_CAPACITY: usize = 1024;
 
 impl Default for AccessFeed {
     fn default() -> Self {
-        Self(tokio::sync::broadcast::channel(FEED_CAPACITY).0)
+        Self {
+            local: broadcast::channel(FEED_CAPACITY).0,
+            remote: None,
+        }
     }
 }
 
 impl AccessFeed {
-    pub fn publish(&self, change: AccessChange) {
-        // No receivers means no live connection cares.
-        let _ = self.0.send(change);
+    /// A feed shared with every node that uses `channel` on the Redis at `url`.
+    pub async fn shared(url: &str, channel: String) -> redis::RedisResult<AccessFeed> {
+        let client = redis::Client::open(url)?;
+        let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+        let local = broadcast::channel(FEED_CAPACITY).0;
+        let node = uuid::Uuid::new_v4().to_string();
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        tokio::spawn(relay(
+            client,
+            pubsub,
+            channel.clone(),
+            node.clone(),
+            local.clone(),
+        ));
+        Ok(Self {
+            local,
+            remote: Some(RemoteFeed {
+                conn,
+                channel,
+                node,
+            }),
+        })
     }
 
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AccessChange> {
-        self.0.subscribe()
+    pub fn publish(&self, change: AccessChange) {
+        // No receivers means no live connection here cares.
+        let _ = self.local.send(change.clone());
+        if let Some(remote) = self.remote.clone() {
+            tokio::spawn(async move {
+                let envelope = Envelope {
+                    node: remote.node,
+                    change,
+                };
+                let text = serde_json::to_string(&envelope).expect("plain JSON");
+                let mut conn = remote.conn;
+                let sent: redis::RedisResult<()> =
+                    redis::AsyncCommands::publish(&mut conn, &remote.channel, text).await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "telling other nodes of an access change failed");
+                }
+            });
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<AccessChange> {
+        self.local.subscribe()
+    }
+}
+
+/// Hands other nodes' changes to this node's connections; after losing the subscription it
+/// subscribes again and has everyone re-check (what was said meanwhile is unknown).
+async fn relay(
+    client: redis::Client,
+    mut pubsub: redis::aio::PubSub,
+    channel: String,
+    node: String,
+    local: broadcast::Sender<AccessChange>,
+) {
+    use futures_util::StreamExt;
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let Ok(text) = message.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<Envelope>(&text) {
+                    Ok(envelope) if envelope.node != node => {
+                        let _ = local.send(envelope.change);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "an unreadable access change on Redis"),
+                }
+            }
+        }
+        tracing::warn!("lost the Redis subscription to access changes; subscribing again");
+        pubsub = loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match client.get_async_pubsub().await {
+                Ok(mut fresh) => {
+                    if fresh.subscribe(&channel).await.is_ok() {
+                        break fresh;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Redis unreachable"),
+            }
+        };
+        let _ = local.send(AccessChange::Everything);
     }
 }
 

@@ -63,6 +63,12 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
+    /// redis://… shared by every server node: login rate limits, the access-token blacklist,
+    /// session states and membership changes for live connections. Without it all of that is
+    /// kept in this process (and SQL), which is right for one node.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
     /// How long an access token lives (e.g. 15m). Clients refresh it with their refresh token;
     /// a sync connection whose token expires is closed with code 4001.
     #[arg(long, env = "TASKFLOW_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]

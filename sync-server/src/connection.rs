@@ -385,7 +385,7 @@ impl Session {
                     .collect()
             }
             // Missed some changes: check everything again, the session included.
-            Err(RecvError::Lagged(_)) => {
+            Ok(AccessChange::Everything) | Err(RecvError::Lagged(_)) => {
                 match self
                     .shared
                     .identity

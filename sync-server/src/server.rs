@@ -18,8 +18,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use anyhow::Context;
+
 use crate::access::AccessFeed;
 use crate::auth::http::ApiError;
+use crate::auth::redis_state::RedisState;
 use crate::config::{Config, Limits};
 use crate::doc::Registry;
 use crate::link::{ConnId, PeerLink, close_code};
@@ -97,13 +100,33 @@ impl Server {
             Some(secret) => secret.0.clone(),
             None => store.token_secret().await?,
         };
-        let access = AccessFeed::default();
-        let identity = crate::auth::Identity::new(
+        let redis = match &config.redis_url {
+            Some(url) => {
+                // Keys and the channel are named after the database: nodes sharing one share
+                // them; servers on other databases (tests, say) never meet.
+                let state = RedisState::connect(url, storage_id.as_str())
+                    .await
+                    .with_context(|| format!("connecting to Redis at {url}"))?;
+                let channel = format!("{}access", state.prefix());
+                let feed = AccessFeed::shared(url, channel)
+                    .await
+                    .with_context(|| format!("subscribing to Redis at {url}"))?;
+                Some((state, feed))
+            }
+            None => None,
+        };
+        let access = redis
+            .as_ref()
+            .map_or_else(AccessFeed::default, |(_, feed)| feed.clone());
+        let mut identity = crate::auth::Identity::new(
             store.clone(),
             secret.as_bytes(),
             access.clone(),
             config.access_token_ttl,
         );
+        if let Some((state, _)) = redis {
+            identity = identity.with_redis(state);
+        }
         let shared = Arc::new(Shared {
             registry,
             limits: config.limits(),

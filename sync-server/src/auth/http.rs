@@ -213,7 +213,7 @@ async fn register(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TokensJson>), ApiError> {
-    shared.identity.attempt(peer.ip(), None)?;
+    shared.identity.attempt(peer.ip(), None).await?;
     let b = body(request)?;
     let pair = shared
         .identity
@@ -228,7 +228,7 @@ async fn login(
     request: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Json<TokensJson>, ApiError> {
     let b = body(request)?;
-    shared.identity.attempt(peer.ip(), Some(&b.email))?;
+    shared.identity.attempt(peer.ip(), Some(&b.email)).await?;
     Ok(Json(
         shared.identity.login(&b.email, &b.password).await?.into(),
     ))

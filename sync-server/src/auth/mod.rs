@@ -6,8 +6,9 @@
 //! - [`Identity`]: registration, login, refresh-token rotation with reuse detection, logout and
 //!   access-token checks, over the store's users and sessions.
 //! - [`http`]: the `/api/v1/auth/…` routes.
-//! - [`limit`]: per-address and per-account rate limits on login and registration (in
-//!   process; shared through Redis once `REDIS_URL` support lands).
+//! - [`limit`]: per-address and per-account rate limits on login and registration.
+//! - [`redis_state`]: with `REDIS_URL`, the rate limits, the access-token blacklist and a cache of
+//!   session states shared by every node (in this process and SQL otherwise).
 //!
 //! A session is one login: the family of refresh tokens exchanged from it. Every access token
 //! names its session, so ending the session (logout, or a spent refresh token presented again)
@@ -17,6 +18,7 @@
 pub mod http;
 pub mod limit;
 pub mod password;
+pub mod redis_state;
 pub mod tokens;
 
 use std::net::IpAddr;
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::access::{AccessChange, AccessFeed};
 use crate::now_ms;
 use crate::store::{Rotation, Store, StoreError, UserRow};
+use redis_state::{RedisState, SessionState};
 use tokens::{AUDIENCE, Claims, ISSUER, TokenError, TokenKeys};
 
 /// How long a session lives without a new login.
@@ -110,6 +113,8 @@ pub struct Identity {
     /// Tells live sync connections when a session ends.
     feed: AccessFeed,
     access_ttl: Duration,
+    /// Shared state of every node, when configured.
+    redis: Option<RedisState>,
 }
 
 /// A hash to verify against when the account does not exist, so a login for an unknown email
@@ -131,27 +136,98 @@ impl Identity {
             store,
             feed,
             access_ttl,
+            redis: None,
             keys: TokenKeys::new(secret),
             per_address: Arc::new(Mutex::new(limit::Limiter::new(limit::PER_ADDRESS))),
             per_account: Arc::new(Mutex::new(limit::Limiter::new(limit::PER_ACCOUNT))),
         }
     }
 
+    /// Keeps rate limits, the blacklist and session states in Redis, shared with other nodes.
+    pub fn with_redis(mut self, redis: RedisState) -> Identity {
+        self.redis = Some(redis);
+        self
+    }
+
     /// Counts one login or registration attempt from `address` (and at `account`, for logins).
-    pub fn attempt(&self, address: IpAddr, account: Option<&str>) -> Result<(), AuthError> {
-        let now = Instant::now();
-        let take = |limiter: &Mutex<limit::Limiter>, key: &str| {
-            limiter
-                .lock()
-                .expect("rate limiter lock")
-                .take(key, now)
-                .map_err(AuthError::RateLimited)
-        };
-        take(&self.per_address, &address.to_string())?;
+    pub async fn attempt(&self, address: IpAddr, account: Option<&str>) -> Result<(), AuthError> {
+        let address = address.to_string();
+        self.take("address", &address, limit::PER_ADDRESS, &self.per_address)
+            .await?;
         if let Some(account) = account {
-            take(&self.per_account, &account.trim().to_lowercase())?;
+            let account = account.trim().to_lowercase();
+            self.take("account", &account, limit::PER_ACCOUNT, &self.per_account)
+                .await?;
         }
         Ok(())
+    }
+
+    /// One attempt from `key`'s bucket: in Redis when configured (in this process while Redis
+    /// cannot be reached, so logins keep working).
+    async fn take(
+        &self,
+        bucket: &str,
+        key: &str,
+        rate: limit::Rate,
+        local: &Mutex<limit::Limiter>,
+    ) -> Result<(), AuthError> {
+        if let Some(redis) = &self.redis {
+            match redis.take(bucket, key, rate).await {
+                Ok(taken) => return taken.map_err(AuthError::RateLimited),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis unreachable; rate limiting in this process")
+                }
+            }
+        }
+        local
+            .lock()
+            .expect("rate limiter lock")
+            .take(key, Instant::now())
+            .map_err(AuthError::RateLimited)
+    }
+
+    /// Whether a session is live: Redis's cached answer when it has one, else SQL's.
+    async fn session_live(&self, session: &str, now_ms: i64) -> Result<bool, AuthError> {
+        if let Some(redis) = &self.redis {
+            match redis.session(session).await {
+                Ok(SessionState::Live) => return Ok(true),
+                Ok(SessionState::Ended) => return Ok(false),
+                Ok(SessionState::Unknown) => {}
+                Err(e) => tracing::warn!(error = %e, "Redis unreachable; asking SQL"),
+            }
+        }
+        let live = self.store.session_active(session, now_ms).await?;
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis.cache_session(session, live).await
+        {
+            tracing::warn!(error = %e, "caching a session state in Redis failed");
+        }
+        Ok(live)
+    }
+
+    /// Whether an access token was signed out: Redis's blacklist when configured (SQL's while
+    /// Redis cannot be reached), else SQL's.
+    async fn token_revoked(&self, jti: &str) -> Result<bool, AuthError> {
+        if let Some(redis) = &self.redis {
+            match redis.token_revoked(jti).await {
+                Ok(revoked) => return Ok(revoked),
+                Err(e) => tracing::warn!(error = %e, "Redis unreachable; asking SQL"),
+            }
+        }
+        Ok(self.store.access_token_revoked(jti).await?)
+    }
+
+    /// Tells every node a session ended (SQL has it already).
+    async fn session_ended(&self, session: &str) {
+        if let Some(redis) = &self.redis
+            && let Err(e) = redis.end_session(session).await
+        {
+            // Other nodes find out from SQL once their cached "live" runs out.
+            tracing::warn!(error = %e, "marking a session ended in Redis failed");
+        }
+        self.feed.publish(AccessChange::SessionEnded {
+            session: session.to_owned(),
+        });
     }
 
     pub fn store(&self) -> &Store {
@@ -269,9 +345,7 @@ impl Identity {
             }
             Rotation::Reused { session_id } => {
                 tracing::warn!(session = %session_id, "a spent refresh token was presented again; its session is ended");
-                self.feed.publish(AccessChange::SessionEnded {
-                    session: session_id,
-                });
+                self.session_ended(&session_id).await;
                 Err(AuthError::RefreshReused)
             }
             Rotation::Invalid => Err(AuthError::RefreshInvalid),
@@ -285,10 +359,10 @@ impl Identity {
             TokenError::Expired => AuthError::Unauthenticated("the access token has expired"),
             TokenError::Invalid => AuthError::Unauthenticated("the access token is invalid"),
         })?;
-        if !self.store.session_active(&claims.sid, now).await? {
+        if !self.session_live(&claims.sid, now).await? {
             return Err(AuthError::Unauthenticated("the session has ended"));
         }
-        if self.store.access_token_revoked(&claims.jti).await? {
+        if self.token_revoked(&claims.jti).await? {
             return Err(AuthError::Unauthenticated("the access token was revoked"));
         }
         Ok(AuthUser {
@@ -302,15 +376,21 @@ impl Identity {
     /// Ends the session and blacklists the access token until it would have expired.
     pub async fn logout(&self, user: &AuthUser) -> Result<(), AuthError> {
         let now = now_ms();
+        let until_ms = user.expires_at * 1000;
         self.store
-            .revoke_access_token(&user.jti, user.expires_at * 1000, now)
+            .revoke_access_token(&user.jti, until_ms, now)
             .await?;
         self.store
             .revoke_session(&user.session_id, "logout", now)
             .await?;
-        self.feed.publish(AccessChange::SessionEnded {
-            session: user.session_id.clone(),
-        });
+        if let Some(redis) = &self.redis {
+            let left = Duration::from_millis((until_ms - now).max(1) as u64);
+            if let Err(e) = redis.revoke_token(&user.jti, left).await {
+                // The ended session refuses the token on every node regardless.
+                tracing::warn!(error = %e, "blacklisting a token in Redis failed");
+            }
+        }
+        self.session_ended(&user.session_id).await;
         Ok(())
     }
 

@@ -9,5 +9,6 @@ mod crash;
 mod http;
 mod interop_js;
 mod limits;
+mod redis;
 mod sync;
 mod workspaces;
