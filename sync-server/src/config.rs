@@ -69,6 +69,15 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Address of the internal gRPC services (identity for other services and workers), e.g.
+    /// 127.0.0.1:50051. Off unless set; needs --internal-token.
+    #[arg(long, env = "TASKFLOW_GRPC_LISTEN", requires = "internal_token")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// The token internal callers present (`authorization: Bearer …`), at least 32 bytes.
+    #[arg(long, env = "TASKFLOW_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<Secret>,
+
     /// How long an access token lives (e.g. 15m). Clients refresh it with their refresh token;
     /// a sync connection whose token expires is closed with code 4001.
     #[arg(long, env = "TASKFLOW_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]

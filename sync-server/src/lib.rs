@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod doc;
+pub mod grpc;
 pub mod link;
 pub mod openapi;
 pub mod projects;

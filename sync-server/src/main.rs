@@ -23,8 +23,11 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         backend = server.store().backend(),
-        "taskflow sync server ready (no authentication yet: keep it on loopback)"
+        "taskflow sync server ready"
     );
+    if let Some(grpc) = server.grpc_addr() {
+        tracing::info!(%grpc, "internal gRPC services ready");
+    }
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("listening on {}", listener.local_addr()?);
     server.serve(listener, shutdown_signal()).await

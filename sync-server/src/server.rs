@@ -87,6 +87,8 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     store: Store,
+    /// The internal gRPC address, bound, with the token its callers present.
+    grpc: Option<(TcpListener, crate::config::Secret)>,
 }
 
 impl Server {
@@ -138,7 +140,26 @@ impl Server {
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         });
-        Ok(Server { shared, store })
+        let grpc = match (config.grpc_listen, &config.internal_token) {
+            (Some(addr), Some(token)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the gRPC address {addr}"))?;
+                Some((listener, token.clone()))
+            }
+            (Some(_), None) => anyhow::bail!("--grpc-listen needs --internal-token"),
+            (None, _) => None,
+        };
+        Ok(Server {
+            shared,
+            store,
+            grpc,
+        })
+    }
+
+    /// Where the internal gRPC services listen, when configured.
+    pub fn grpc_addr(&self) -> Option<std::net::SocketAddr> {
+        self.grpc.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -170,6 +191,13 @@ impl Server {
     ) -> anyhow::Result<()> {
         let shutdown = self.shared.shutdown.clone();
         let router = self.router();
+        let grpc = self.grpc.map(|(listener, token)| {
+            let service = crate::grpc::IdentityService::new(self.shared.clone(), &token);
+            let stopped = shutdown.clone();
+            tokio::spawn(crate::grpc::serve(listener, service, async move {
+                stopped.cancelled().await
+            }))
+        });
         // Client addresses feed the login rate limits.
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, service)
@@ -178,6 +206,13 @@ impl Server {
                 shutdown.cancel();
             })
             .await?;
+        if let Some(grpc) = grpc {
+            match grpc.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server failed"),
+                Err(e) => tracing::warn!(error = %e, "the gRPC server panicked"),
+            }
+        }
         self.shared.connections.close();
         if tokio::time::timeout(CONNECTION_DRAIN, self.shared.connections.wait())
             .await

@@ -30,11 +30,13 @@ impl Account {
     pub async fn register(addr: impl Display, name: &str) -> anyhow::Result<Account> {
         let base = format!("http://{addr}");
         let http = reqwest::Client::new();
+        // Lowercase, as the server keeps addresses.
         let email = format!(
             "{}-{}@example.test",
-            name.to_lowercase().replace(' ', "."),
+            name.replace(' ', "."),
             DocumentId::random()
-        );
+        )
+        .to_lowercase();
         let body = json!({ "email": email, "name": name, "password": PASSWORD });
         let tokens = call(
             http.post(format!("{base}/api/v1/auth/register"))

@@ -82,6 +82,22 @@ impl Store {
         })
     }
 
+    pub async fn workspace(&self, id: &str) -> Result<Option<WorkspaceRow>, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let row = sqlx::query(&sql(
+                "SELECT id, name, created_at FROM workspaces WHERE id = $1",
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(|r| WorkspaceRow {
+                id: r.get(0),
+                name: r.get(1),
+                created_at: r.get(2),
+            }))
+        })
+    }
+
     /// The workspaces `user` belongs to, with their role in each, oldest first.
     pub async fn workspaces_of(&self, user: &str) -> Result<Vec<(WorkspaceRow, Role)>, StoreError> {
         with_pool!(self, |pool, sql| {

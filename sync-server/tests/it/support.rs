@@ -115,6 +115,8 @@ async fn create_pg_database() -> String {
 /// A server running inside the test process, with a registered account to use it as.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The internal gRPC address, when configured.
+    pub grpc_addr: Option<SocketAddr>,
     pub account: Account,
     pub shared: Arc<Shared>,
     pub store: Store,
@@ -131,6 +133,7 @@ impl TestServer {
     /// or a newly registered one.
     pub async fn start_as(config: Config, account: Option<Account>) -> TestServer {
         let server = Server::open(&config).await.expect("server opens");
+        let grpc_addr = server.grpc_addr();
         let shared = server.shared().clone();
         let store = server.store().clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -147,6 +150,7 @@ impl TestServer {
         };
         TestServer {
             addr,
+            grpc_addr,
             account,
             shared,
             store,
