@@ -495,3 +495,56 @@ async fn invitations_accept_decline_revoke(backend: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
+
+/// Invitations expire after `INVITATION_TTL`; here one is aged in the database, as a week
+/// passing would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_invitation_cannot_be_accepted() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    let server = TestServer::start(db.config()).await;
+    let ann = User::register(&server, "ann@example.com").await;
+    let bob = User::register(&server, "bob@example.com").await;
+    let (_, ws) = ann
+        .call(Method::POST, "workspaces", Some(json!({ "name": "Acme" })))
+        .await;
+    let ws = ws["id"].as_str().expect("id").to_owned();
+    let (_, invitation) = ann
+        .call(
+            Method::POST,
+            &format!("workspaces/{ws}/invitations"),
+            Some(json!({ "email": "bob@example.com", "role": "member" })),
+        )
+        .await;
+    let token = invitation["token"].as_str().expect("token").to_owned();
+    let url = db.database_url.as_deref().expect("PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    sqlx::query("UPDATE invitations SET expires_at = created_at - 1")
+        .execute(&mut conn)
+        .await
+        .expect("age the invitation");
+
+    let (status, body) = bob
+        .call(
+            Method::POST,
+            "invitations/accept",
+            Some(json!({ "token": token })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::GONE, Some("/problems/invitation-closed")),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("expired")),
+        "{body}"
+    );
+    let (status, _) = bob
+        .call(Method::GET, &format!("workspaces/{ws}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not a member");
+    server.stop().await;
+}
