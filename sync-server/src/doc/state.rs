@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, BloomFilter, ChunkList, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, ReadDoc};
+use sha2::{Digest, Sha256};
 use taskflow_proto::PeerId;
 
 use crate::link::{ConnId, PeerLink};
@@ -88,9 +89,9 @@ fn flags() -> MessageFlags {
 }
 
 /// The actors of the changes in `chunks` that `doc` does not have yet (all of them when there
-/// is no document yet): whose changes a sync message would add. Automerge sends each change as
-/// its own chunk, or a whole document as one; anything else is refused, since its authors
-/// could not be told.
+/// is no document yet): whose changes a sync message would add. A message chunk holds one or
+/// more storage chunks: changes (v1 sends one per message chunk, v2 concatenates them) or a
+/// whole document. A bundle, or anything unreadable, is refused: its authors could not be told.
 pub fn new_change_actors(
     doc: Option<&Automerge>,
     chunks: &ChunkList,
@@ -98,24 +99,127 @@ pub fn new_change_actors(
     let known = |hash: &ChangeHash| doc.is_some_and(|d| d.get_change_by_hash(hash).is_some());
     let mut actors = BTreeSet::new();
     for chunk in chunks.iter() {
-        if let Ok(change) = Change::try_from(chunk) {
-            if !known(&change.hash()) {
-                actors.insert(change.actor_id().clone());
-            }
-            continue;
-        }
-        let whole = Automerge::load(chunk)
-            .map_err(|e| format!("a sync message chunk is neither a change nor a document: {e}"))?;
-        if !whole.get_missing_deps(&[]).is_empty() {
-            return Err("a sync message chunk holds changes with missing dependencies".into());
-        }
-        for change in whole.get_changes(&[]) {
-            if !known(&change.hash()) {
-                actors.insert(change.actor_id().clone());
+        for (kind, bytes) in storage_chunks(chunk)? {
+            match kind {
+                // Read from the chunk itself: no allocation per change (a board upload is
+                // thousands of them).
+                CHUNK_CHANGE => {
+                    let (hash, actor) = change_hash_and_actor(bytes)?;
+                    if !known(&hash) {
+                        actors.insert(ActorId::from(actor));
+                    }
+                }
+                CHUNK_COMPRESSED_CHANGE => {
+                    let change = Change::try_from(bytes)
+                        .map_err(|e| format!("an unreadable change: {e}"))?;
+                    if !known(&change.hash()) {
+                        actors.insert(change.actor_id().clone());
+                    }
+                }
+                // To a document we have nothing of (a board's first upload), every change is
+                // new: its actor table names their authors, with no need to load it.
+                CHUNK_DOCUMENT if doc.is_none_or(|d| d.get_heads().is_empty()) => {
+                    actors.extend(document_actors(bytes)?.into_iter().map(ActorId::from));
+                }
+                CHUNK_DOCUMENT => {
+                    let whole = Automerge::load(bytes)
+                        .map_err(|e| format!("an unreadable document: {e}"))?;
+                    for change in whole.get_changes(&[]) {
+                        if !known(&change.hash()) {
+                            actors.insert(change.actor_id().clone());
+                        }
+                    }
+                }
+                other => return Err(format!("storage chunks of type {other} are not accepted")),
             }
         }
     }
     Ok(actors)
+}
+
+/// Automerge storage chunk types (the byte after the magic and checksum).
+const CHUNK_DOCUMENT: u8 = 0;
+const CHUNK_CHANGE: u8 = 1;
+const CHUNK_COMPRESSED_CHANGE: u8 = 2;
+
+/// Splits bytes into automerge storage chunks, `(type, the whole chunk)`: each is the magic
+/// bytes, a 4-byte checksum, a type byte, a uLEB128 length and that many bytes.
+fn storage_chunks(mut bytes: &[u8]) -> Result<Vec<(u8, &[u8])>, String> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    let mut chunks = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 10 || bytes[..4] != MAGIC {
+            return Err("a sync message chunk is not automerge storage".into());
+        }
+        let kind = bytes[8];
+        let (length, length_bytes) = uleb128(&bytes[9..])?;
+        let total = 9usize
+            .checked_add(length_bytes)
+            .and_then(|n| n.checked_add(length))
+            .filter(|&n| n <= bytes.len())
+            .ok_or("a truncated storage chunk")?;
+        chunks.push((kind, &bytes[..total]));
+        bytes = &bytes[total..];
+    }
+    Ok(chunks)
+}
+
+/// The hash and actor of an uncompressed change chunk. The hash is SHA-256 of the chunk from
+/// its type byte on; the data starts with the dependencies (a count, then 32-byte hashes) and
+/// then the actor (a length, then its bytes).
+fn change_hash_and_actor(chunk: &[u8]) -> Result<(ChangeHash, &[u8]), String> {
+    let hash = ChangeHash(Sha256::digest(&chunk[8..]).into());
+    let (_, length_bytes) = uleb128(&chunk[9..])?;
+    let data = &chunk[9 + length_bytes..];
+    let (deps, n) = uleb128(data)?;
+    let after_deps = deps
+        .checked_mul(32)
+        .and_then(|d| d.checked_add(n))
+        .and_then(|start| data.get(start..))
+        .ok_or("a truncated change")?;
+    let (actor_length, n) = uleb128(after_deps)?;
+    let actor = n
+        .checked_add(actor_length)
+        .and_then(|end| after_deps.get(n..end))
+        .ok_or("a truncated change")?;
+    Ok((hash, actor))
+}
+
+/// The actor table that opens a document chunk's data: a count, then each actor as a length
+/// and its bytes. Every actor in it wrote changes of the document.
+fn document_actors(chunk: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let (_, length_bytes) = uleb128(&chunk[9..])?;
+    let mut data = &chunk[9 + length_bytes..];
+    let (count, n) = uleb128(data)?;
+    data = &data[n..];
+    let mut actors = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let (length, n) = uleb128(data)?;
+        let actor = n
+            .checked_add(length)
+            .and_then(|end| data.get(n..end))
+            .ok_or("a truncated document")?;
+        actors.push(actor);
+        data = &data[n + length..];
+    }
+    Ok(actors)
+}
+
+/// An unsigned LEB128 number and how many bytes it took.
+fn uleb128(bytes: &[u8]) -> Result<(usize, usize), String> {
+    let mut value: u64 = 0;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        let bits = u64::from(byte & 0x7f);
+        value |= bits
+            .checked_shl(7 * i as u32)
+            .filter(|shifted| shifted >> (7 * i as u32) == bits)
+            .ok_or("a chunk length overflows")?;
+        if byte & 0x80 == 0 {
+            let value = usize::try_from(value).map_err(|_| "a chunk length overflows")?;
+            return Ok((value, i + 1));
+        }
+    }
+    Err("a chunk length is not a valid LEB128 number".into())
 }
 
 /// Builds the v2 sync message that hands a peer with no heads the whole document.
@@ -781,6 +885,53 @@ mod tests {
             let stored = load_document(server.stored()).expect("stored form loads");
             proptest::prop_assert_eq!(stored.get_heads(), heads);
         }
+    }
+
+    #[test]
+    fn the_authors_of_new_changes_are_read_from_every_chunk_form() {
+        // The server has Ann's board; Bo adds two tasks on a copy.
+        let mut ann = automerge::AutoCommit::new().with_actor(ActorId::from(b"ann".as_slice()));
+        ops::create_board(&mut ann, "Shared").expect("board");
+        ann.commit();
+        let server = ann.document().clone();
+        let mut bo = ann.fork().with_actor(ActorId::from(b"bo".as_slice()));
+        for title in ["one", "two"] {
+            ops::add_task(&mut bo, NewTask::titled(title, "bo"), 1).expect("task");
+            bo.commit();
+        }
+        let new: Vec<Vec<u8>> = bo
+            .get_changes(&server.get_heads())
+            .into_iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let bo_only = BTreeSet::from([ActorId::from(b"bo".as_slice())]);
+        let both = BTreeSet::from([
+            ActorId::from(b"ann".as_slice()),
+            ActorId::from(b"bo".as_slice()),
+        ]);
+        let actors = |doc: Option<&Automerge>, chunks: Vec<Vec<u8>>| {
+            new_change_actors(doc, &ChunkList::from(chunks))
+        };
+
+        // v1: one change per chunk; v2: the changes concatenated in one chunk.
+        assert_eq!(actors(Some(&server), new.clone()), Ok(bo_only.clone()));
+        assert_eq!(
+            actors(Some(&server), vec![new.concat()]),
+            Ok(bo_only.clone())
+        );
+        // A whole document: only the changes the server lacks count; to an empty server, all.
+        let whole = bo.save();
+        assert_eq!(actors(Some(&server), vec![whole.clone()]), Ok(bo_only));
+        assert_eq!(actors(None, vec![whole.clone()]), Ok(both));
+        // The hash and actor read off a change chunk are automerge's own.
+        for change in bo.get_changes(&[]) {
+            let (hash, actor) = change_hash_and_actor(change.raw_bytes()).expect("readable");
+            assert_eq!(hash, change.hash());
+            assert_eq!(actor, change.actor_id().to_bytes());
+        }
+        // What cannot be read is refused.
+        assert!(actors(Some(&server), vec![vec![1, 2, 3]]).is_err());
+        assert!(actors(Some(&server), vec![whole[..whole.len() / 2].to_vec()]).is_err());
     }
 
     #[test]
