@@ -67,7 +67,31 @@ async fn register_whoami_logout_and_login_again() {
     assert!(out.status.success());
     assert!(ann.ok(&["whoami"]).await.contains("Ann <ann@example.com>"));
 
-    // Signed in, the usual commands still work (the token rides on the sync URL).
+    // Signed in, a new board is registered in her (new, personal) workspace and syncs.
     let board = ann.json(&["board", "create", "Mine"]).await;
     assert_eq!(board["status"]["state"], "in_sync");
+    let err = ann
+        .fails(3, &["board", "create", "Elsewhere", "--workspace", "Nope"])
+        .await;
+    assert!(err.contains("no workspace `Nope`"), "{err}");
+    let again = ann
+        .json(&[
+            "board",
+            "create",
+            "Second",
+            "--workspace",
+            "Ann's workspace",
+        ])
+        .await;
+    assert_eq!(again["status"]["state"], "in_sync");
+
+    // Signed out, boards stay on this device, and naming a workspace makes no sense.
+    ann.ok(&["logout"]).await;
+    let err = ann
+        .fails(
+            5,
+            &["board", "create", "Local", "--workspace", "Ann's workspace"],
+        )
+        .await;
+    assert!(err.contains("signed-in"), "{err}");
 }
