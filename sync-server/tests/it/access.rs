@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use taskflow_proto::DocumentId;
-use taskflow_proto::board::Board;
 use taskflow_sync_server::auth::tokens::{AUDIENCE, Claims, ISSUER, TokenKeys};
 use taskflow_testkit::{Account, Event, Peer};
 
@@ -44,6 +43,32 @@ fn account_session(account: &Account) -> String {
         .expect("base64url");
     let claims: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON claims");
     claims["sid"].as_str().expect("sid").to_owned()
+}
+
+/// The test account's board (made by its peer `ann`, with one task "task 0") and `name`, with
+/// `role` in the account's workspace, connected and holding the board.
+async fn board_shared_with(
+    server: &TestServer,
+    name: &str,
+    role: &str,
+) -> (Peer, DocumentId, Account, Peer) {
+    let account = Account::register(server.addr, name)
+        .await
+        .expect("register");
+    server
+        .account
+        .add_member(&account, role)
+        .await
+        .expect("invite");
+    let mut ann = server.peer("ann").await.expect("join");
+    let id = ann.create(board("Shared", 1)).await.expect("create");
+    ann.until_server_has(id).await.expect("stored");
+    let mut peer = Peer::connect_as(&account, name).await.expect("join");
+    peer.request(id).await.expect("request");
+    peer.until_doc(id, |d| task_titles(d) == ["task 0"])
+        .await
+        .expect("the member reads the board");
+    (ann, id, account, peer)
 }
 
 /// Connecting must fail at the upgrade, with 401.
@@ -201,21 +226,8 @@ async fn outsiders_cannot_reach_another_workspaces_board(backend: Backend) {
 async fn viewers_read_but_their_changes_are_refused(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
-    let owner = &server.account;
-    let vic_account = Account::register(server.addr, "Vic").await.expect("vic");
-    owner
-        .add_member(&vic_account, "viewer")
-        .await
-        .expect("invite vic");
-    let mut ann = server.peer("ann").await.expect("join");
-    let id = ann.create(board("Roadmap", 1)).await.expect("create");
-    ann.until_server_has(id).await.expect("stored");
-
-    let mut vic = Peer::connect_as(&vic_account, "vic").await.expect("join");
-    vic.request(id).await.expect("request");
-    vic.until_doc(id, |d| task_titles(d) == ["task 0"])
-        .await
-        .expect("a viewer reads the board");
+    // A viewer reads the board.
+    let (mut ann, id, _, mut vic) = board_shared_with(&server, "Vic", "viewer").await;
     let changes_before = server.store.change_count(&id).await.expect("count");
 
     vic.edit(id, |d| add_task(d, "by the viewer"))
@@ -250,20 +262,7 @@ async fn removal_and_downgrade_take_effect_on_live_connections(backend: Backend)
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
     let owner = &server.account;
-    let bo_account = Account::register(server.addr, "Bo").await.expect("bo");
-    owner
-        .add_member(&bo_account, "member")
-        .await
-        .expect("invite");
-    let mut ann = server.peer("ann").await.expect("join");
-    let id = ann.create(board("Team", 0)).await.expect("create");
-    ann.until_server_has(id).await.expect("stored");
-
-    let mut bo = Peer::connect_as(&bo_account, "bo").await.expect("join");
-    bo.request(id).await.expect("request");
-    bo.until_doc(id, |d| Board::read(d).is_ok())
-        .await
-        .expect("bo reads");
+    let (mut ann, id, bo_account, mut bo) = board_shared_with(&server, "Bo", "member").await;
     bo.edit(id, |d| add_task(d, "while a member"))
         .await
         .expect("edit");
@@ -310,27 +309,10 @@ async fn removal_and_downgrade_take_effect_on_live_connections(backend: Backend)
 async fn an_actor_id_belongs_to_the_first_user_who_used_it(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
-    let owner = &server.account;
-    let mallory_account = Account::register(server.addr, "Mallory").await.expect("m");
-    owner
-        .add_member(&mallory_account, "member")
-        .await
-        .expect("invite");
-    let mut ann = server.peer("ann").await.expect("join");
-    let id = ann.create(board("Signed", 0)).await.expect("create");
-    ann.edit(id, |d| add_task(d, "by ann")).await.expect("edit");
-    ann.until_server_has(id).await.expect("stored");
-    let ann_actor = ann.doc(id).get_actor().clone();
-
     // Mallory, a member, writes under Ann's actor id: refused and disconnected.
-    let mut mallory = Peer::connect_as(&mallory_account, "mallory")
-        .await
-        .expect("join");
-    mallory.request(id).await.expect("request");
-    mallory
-        .until_doc(id, |d| task_titles(d) == ["by ann"])
-        .await
-        .expect("reads");
+    let (ann, id, mallory_account, mut mallory) =
+        board_shared_with(&server, "Mallory", "member").await;
+    let ann_actor = ann.doc(id).get_actor().clone();
     let changes = server.store.change_count(&id).await.expect("count");
     let replica = mallory.replicas.get_mut(&id).expect("replica");
     replica.doc.set_actor(ann_actor);
@@ -352,7 +334,7 @@ async fn an_actor_id_belongs_to_the_first_user_who_used_it(backend: Backend) {
         .expect("join");
     mallory.request(id).await.expect("request");
     mallory
-        .until_doc(id, |d| task_titles(d) == ["by ann"])
+        .until_doc(id, |d| task_titles(d) == ["task 0"])
         .await
         .expect("reads");
     mallory
