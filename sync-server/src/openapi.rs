@@ -1,135 +1,270 @@
-//! The OpenAPI 3.1 description of the REST API, served at `/api/v1/openapi.json`. Kept beside
-//! the routes it describes; `tests/it/http.rs` checks that every operation listed here is
-//! routed.
+//! The OpenAPI 3.1 description of the REST API, served at `/api/v1/openapi.json`. Request and
+//! response bodies are JSON Schemas derived (schemars) from the very serde types the handlers
+//! use, so they cannot drift. `tests/it/http.rs` checks that every operation listed here is
+//! routed, every route is listed, and each documented request body refuses unknown fields.
 
 use serde_json::{Value, json};
 
-/// Every documented operation: (method, path, summary, needs a bearer token).
-pub const OPERATIONS: &[(&str, &str, &str, bool)] = &[
-    ("get", "/healthz", "Liveness", false),
-    (
-        "get",
-        "/api/v1/sync",
-        "The sync WebSocket (automerge-repo protocol v1); the access token goes in `?token=`",
-        false,
-    ),
-    (
-        "post",
-        "/api/v1/auth/register",
-        "Create an account and sign in",
-        false,
-    ),
-    ("post", "/api/v1/auth/login", "Sign in", false),
-    (
-        "post",
-        "/api/v1/auth/refresh",
-        "Exchange a refresh token for a new pair",
-        false,
-    ),
-    ("post", "/api/v1/auth/logout", "End this session", true),
-    ("get", "/api/v1/auth/me", "The signed-in user", true),
-    ("post", "/api/v1/workspaces", "Create a workspace", true),
-    (
-        "get",
-        "/api/v1/workspaces",
-        "My workspaces, with my role",
-        true,
-    ),
-    (
-        "get",
-        "/api/v1/workspaces/{id}",
-        "A workspace I belong to",
-        true,
-    ),
-    (
-        "get",
-        "/api/v1/workspaces/{id}/members",
-        "Its members and roles",
-        true,
-    ),
-    (
-        "patch",
-        "/api/v1/workspaces/{id}/members/{user}",
-        "Change a member's role",
-        true,
-    ),
-    (
-        "delete",
-        "/api/v1/workspaces/{id}/members/{user}",
-        "Remove a member (or leave)",
-        true,
-    ),
-    (
-        "post",
-        "/api/v1/workspaces/{id}/leave",
-        "Leave a workspace",
-        true,
-    ),
-    (
-        "post",
-        "/api/v1/workspaces/{id}/invitations",
-        "Invite by email with a role",
-        true,
-    ),
-    (
-        "get",
-        "/api/v1/workspaces/{id}/invitations",
-        "Open invitations",
-        true,
-    ),
-    (
-        "delete",
-        "/api/v1/workspaces/{id}/invitations/{invitation}",
-        "Revoke an invitation",
-        true,
-    ),
-    (
-        "post",
-        "/api/v1/invitations/accept",
-        "Accept an invitation",
-        true,
-    ),
-    (
-        "post",
-        "/api/v1/invitations/decline",
-        "Decline an invitation",
-        true,
-    ),
-    (
-        "get",
-        "/api/v1/workspaces/{id}/projects",
-        "A workspace's projects",
-        true,
-    ),
-    (
-        "post",
-        "/api/v1/projects",
-        "Create a project and its board document (or register one made on a device)",
-        true,
-    ),
-    ("get", "/api/v1/projects/{id}", "A project", true),
-    (
-        "post",
-        "/api/v1/projects/{id}/archive",
-        "Archive a project",
-        true,
-    ),
-    ("get", "/api/v1/openapi.json", "This document", false),
+/// One documented operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Needs `Authorization: Bearer <access token>`.
+    pub bearer: bool,
+    /// The JSON body it takes (unknown fields are refused).
+    pub request: Option<fn() -> Value>,
+    /// The JSON body a success answers with (`None`: no body, or not JSON).
+    pub response: Option<fn() -> Value>,
+}
+
+/// The JSON Schema (2020-12, which OpenAPI 3.1 uses) of a body type, from its serde shape.
+fn schema<T: schemars::JsonSchema>() -> Value {
+    let settings = schemars::generate::SchemaSettings::draft2020_12().with(|s| {
+        s.inline_subschemas = true;
+        s.meta_schema = None;
+    });
+    let mut schema = settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("title");
+    }
+    schema
+}
+
+/// Every documented operation.
+pub const OPERATIONS: &[Operation] = &[
+    Operation {
+        method: "get",
+        path: "/healthz",
+        summary: "Liveness",
+        bearer: false,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/sync",
+        summary: "The sync WebSocket (automerge-repo protocol v1); the access token goes in `?token=`",
+        bearer: false,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/auth/register",
+        summary: "Create an account and sign in",
+        bearer: false,
+        request: Some(schema::<crate::auth::http::RegisterBody>),
+        response: Some(schema::<crate::auth::http::TokensJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/auth/login",
+        summary: "Sign in",
+        bearer: false,
+        request: Some(schema::<crate::auth::http::LoginBody>),
+        response: Some(schema::<crate::auth::http::TokensJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/auth/refresh",
+        summary: "Exchange a refresh token for a new pair",
+        bearer: false,
+        request: Some(schema::<crate::auth::http::RefreshBody>),
+        response: Some(schema::<crate::auth::http::TokensJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/auth/logout",
+        summary: "End this session",
+        bearer: true,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/auth/me",
+        summary: "The signed-in user",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::auth::http::UserJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/workspaces",
+        summary: "Create a workspace",
+        bearer: true,
+        request: Some(schema::<crate::workspaces::CreateBody>),
+        response: Some(schema::<crate::workspaces::WorkspaceJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/workspaces",
+        summary: "My workspaces, with my role",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::workspaces::WorkspacesJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/workspaces/{id}",
+        summary: "A workspace I belong to",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::workspaces::WorkspaceJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/workspaces/{id}/members",
+        summary: "Its members and roles",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::workspaces::MembersJson>),
+    },
+    Operation {
+        method: "patch",
+        path: "/api/v1/workspaces/{id}/members/{user}",
+        summary: "Change a member's role",
+        bearer: true,
+        request: Some(schema::<crate::workspaces::RoleBody>),
+        response: None,
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/workspaces/{id}/members/{user}",
+        summary: "Remove a member (or leave)",
+        bearer: true,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/workspaces/{id}/leave",
+        summary: "Leave a workspace",
+        bearer: true,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/workspaces/{id}/invitations",
+        summary: "Invite by email with a role",
+        bearer: true,
+        request: Some(schema::<crate::workspaces::InviteBody>),
+        response: Some(schema::<crate::workspaces::InvitationJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/workspaces/{id}/invitations",
+        summary: "Open invitations",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::workspaces::InvitationsJson>),
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/workspaces/{id}/invitations/{invitation}",
+        summary: "Revoke an invitation",
+        bearer: true,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/invitations/accept",
+        summary: "Accept an invitation",
+        bearer: true,
+        request: Some(schema::<crate::workspaces::TokenBody>),
+        response: Some(schema::<crate::workspaces::WorkspaceJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/invitations/decline",
+        summary: "Decline an invitation",
+        bearer: true,
+        request: Some(schema::<crate::workspaces::TokenBody>),
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/workspaces/{id}/projects",
+        summary: "A workspace's projects",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::projects::ProjectsJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/projects",
+        summary: "Create a project and its board document (or register one made on a device)",
+        bearer: true,
+        request: Some(schema::<crate::projects::CreateBody>),
+        response: Some(schema::<crate::projects::ProjectJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/projects/{id}",
+        summary: "A project",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::projects::ProjectJson>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/projects/{id}/archive",
+        summary: "Archive a project",
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::projects::ProjectJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/openapi.json",
+        summary: "This document",
+        bearer: false,
+        request: None,
+        response: None,
+    },
 ];
 
 pub fn document() -> Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, summary, secured) in OPERATIONS {
+    for op in OPERATIONS {
+        let Operation {
+            method,
+            path,
+            summary,
+            bearer,
+            ..
+        } = op;
+        let success = match op.response {
+            Some(body) => json!({
+                "description": "Done",
+                "content": { "application/json": { "schema": body() } }
+            }),
+            None => json!({ "description": "Done" }),
+        };
         let mut operation = json!({
             "summary": summary,
             "responses": {
+                "2XX": success,
                 "default": {
                     "description": "An error",
                     "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } }
                 }
             }
         });
-        if *secured {
+        if let Some(body) = op.request {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": { "application/json": { "schema": body() } }
+            });
+        }
+        if *bearer {
             operation["security"] = json!([{ "bearer": [] }]);
         }
         let parameters: Vec<Value> = path

@@ -31,9 +31,9 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/workspaces/{id}/projects", get(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct CreateBody {
+pub(crate) struct CreateBody {
     workspace_id: String,
     name: String,
     /// A board document made by the client, to be uploaded by it (none: the server makes one).
@@ -47,9 +47,9 @@ struct ListQuery {
     archived: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct ProjectJson {
+pub(crate) struct ProjectJson {
     id: String,
     workspace_id: String,
     name: String,
@@ -59,8 +59,8 @@ struct ProjectJson {
     archived: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct ProjectsJson {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ProjectsJson {
     projects: Vec<ProjectJson>,
 }
 

@@ -44,34 +44,34 @@ pub fn routes() -> Router<Arc<Shared>> {
 /// How long an invitation stays open.
 pub const INVITATION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RoleBody {
+pub(crate) struct RoleBody {
     role: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InviteBody {
+pub(crate) struct InviteBody {
     email: String,
     role: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenBody {
+pub(crate) struct TokenBody {
     token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct InvitationJson {
+pub(crate) struct InvitationJson {
     id: String,
     workspace_id: String,
     email: String,
@@ -82,8 +82,8 @@ struct InvitationJson {
     token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct InvitationsJson {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct InvitationsJson {
     invitations: Vec<InvitationJson>,
 }
 
@@ -98,30 +98,30 @@ fn invitation_json(i: InvitationRow, token: Option<String>) -> InvitationJson {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct WorkspaceJson {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct WorkspaceJson {
     id: String,
     name: String,
     /// The caller's role.
     role: &'static str,
 }
 
-#[derive(Debug, Serialize)]
-struct WorkspacesJson {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct WorkspacesJson {
     workspaces: Vec<WorkspaceJson>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct MemberJson {
+pub(crate) struct MemberJson {
     user_id: String,
     email: String,
     name: String,
     role: &'static str,
 }
 
-#[derive(Debug, Serialize)]
-struct MembersJson {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct MembersJson {
     members: Vec<MemberJson>,
 }
 

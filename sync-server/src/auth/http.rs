@@ -26,29 +26,29 @@ pub fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/auth/me", get(me))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+pub(crate) struct RegisterBody {
     email: String,
     name: String,
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginBody {
+pub(crate) struct LoginBody {
     email: String,
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RefreshBody {
+pub(crate) struct RefreshBody {
     refresh_token: String,
 }
 
-#[derive(Debug, Serialize)]
-struct UserJson {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct UserJson {
     id: String,
     email: String,
     name: String,
@@ -64,9 +64,9 @@ impl From<UserRow> for UserJson {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct TokensJson {
+pub(crate) struct TokensJson {
     access_token: String,
     refresh_token: String,
     token_type: &'static str,

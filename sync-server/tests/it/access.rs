@@ -376,8 +376,9 @@ async fn every_endpoint_refuses_missing_and_bad_tokens() {
     let http = reqwest::Client::new();
     let guarded = taskflow_sync_server::openapi::OPERATIONS
         .iter()
-        .filter(|(_, _, _, bearer)| *bearer);
-    for (method, path, _, _) in guarded {
+        .filter(|op| op.bearer);
+    for op in guarded {
+        let (method, path) = (op.method, op.path);
         let path = path
             .replace("{id}", &account.workspace_id)
             .replace("{user}", &account.user_id)

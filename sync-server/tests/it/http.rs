@@ -111,7 +111,7 @@ async fn the_openapi_document_matches_the_routes() {
 fn every_routed_path_is_documented() {
     let documented: std::collections::BTreeSet<&str> = taskflow_sync_server::openapi::OPERATIONS
         .iter()
-        .map(|(_, path, _, _)| *path)
+        .map(|op| op.path)
         .collect();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut routed = std::collections::BTreeSet::new();
@@ -138,4 +138,64 @@ fn every_routed_path_is_documented() {
             "{path} is routed but not in the OpenAPI document"
         );
     }
+}
+
+/// The documented request bodies are what the handlers take: each refuses a field its schema
+/// does not list (`additionalProperties: false`), and its required fields are the schema's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_request_bodies_refuse_unknown_fields() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let http = reqwest::Client::new();
+    let account = &server.account;
+    let with_body = taskflow_sync_server::openapi::OPERATIONS
+        .iter()
+        .filter_map(|op| op.request.map(|schema| (op, schema())));
+    let mut checked = 0;
+    for (op, schema) in with_body {
+        assert_eq!(schema["type"], "object", "{} {}", op.method, op.path);
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "{} {}: {schema}",
+            op.method, op.path
+        );
+        let required = schema["required"].as_array().expect("required fields");
+        assert!(!required.is_empty(), "{} {}", op.method, op.path);
+        // Every property present (as text), plus one the schema does not know.
+        let mut body = serde_json::Map::new();
+        for name in schema["properties"].as_object().expect("properties").keys() {
+            body.insert(name.clone(), "x".into());
+        }
+        body.insert("surprise".into(), true.into());
+        let path = op
+            .path
+            .replace("{id}", &account.workspace_id)
+            .replace("{user}", &account.user_id);
+        let method = reqwest::Method::from_bytes(op.method.to_uppercase().as_bytes()).expect("m");
+        let response = http
+            .request(method, format!("{}{path}", account.base))
+            .bearer_auth(&account.access_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let problem: serde_json::Value = response.json().await.expect("problem JSON");
+        assert_eq!(
+            (status.as_u16(), problem["type"].as_str()),
+            (422, Some("/problems/invalid-body")),
+            "{} {}: {problem}",
+            op.method,
+            op.path
+        );
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("surprise")),
+            "{problem}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 9, "{checked} bodies checked");
+    server.stop().await;
 }
