@@ -16,6 +16,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// How long a REST call may take to connect, and in all.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Refresh an access token this long before it expires.
 pub const REFRESH_MARGIN_SECS: i64 = 60;
 
@@ -100,7 +104,13 @@ impl AccountClient {
             .ok_or_else(bad)?;
         Ok(AccountClient {
             base: format!("{scheme}://{host}/api/v1"),
-            http: reqwest::Client::new(),
+            // Bounded, so that a server that is unreachable (not just refusing) cannot hold a
+            // command or a reconnect for ever.
+            http: reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .map_err(|e| AccountError::Network(e.to_string()))?,
         })
     }
 
