@@ -186,7 +186,12 @@ async fn claim_document(shared: &Shared, id: &str) -> Result<DocumentId, ApiErro
             "documentId is not an automerge document id (base58check, as in automerge:<id>)",
         )
     })?;
-    if shared.identity.store().load(&document_id).await?.is_some() {
+    if shared
+        .identity
+        .store()
+        .has_document(&document_id.to_string())
+        .await?
+    {
         return Err(document_taken());
     }
     Ok(document_id)

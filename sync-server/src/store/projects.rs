@@ -81,6 +81,17 @@ impl Store {
         })
     }
 
+    /// Whether anything is stored under `document_id` (without reading it).
+    pub async fn has_document(&self, document_id: &str) -> Result<bool, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let row = sqlx::query(&sql("SELECT 1 FROM documents WHERE id = $1"))
+                .bind(document_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.is_some())
+        })
+    }
+
     /// A workspace's projects, oldest first; archived ones only when asked.
     pub async fn projects_of(
         &self,

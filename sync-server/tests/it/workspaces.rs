@@ -548,3 +548,38 @@ async fn an_expired_invitation_cannot_be_accepted() {
     assert_eq!(status, StatusCode::NOT_FOUND, "not a member");
     server.stop().await;
 }
+
+/// A board made on a device is registered under its own document id, once; an id already in
+/// use (registered, or stored by the server) or not a document id is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_board_is_registered_under_a_fresh_id_only() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let account = &server.account;
+    let mine = DocumentId::random();
+    account
+        .register_document(mine, "From my laptop")
+        .await
+        .expect("a fresh id is accepted");
+    let again = account
+        .register_document(mine, "Twice")
+        .await
+        .expect_err("taken");
+    assert!(again.to_string().contains("409"), "{again}");
+    let made_by_server = account.board("Server-made").await.expect("board");
+    let taken = account
+        .register_document(made_by_server, "Hijack")
+        .await
+        .expect_err("stored already");
+    assert!(
+        taken.to_string().contains("/problems/document-taken"),
+        "{taken}"
+    );
+    let body = serde_json::json!({ "workspaceId": account.workspace_id, "name": "Bad", "documentId": "nope" });
+    let malformed = account
+        .post("/api/v1/projects", body)
+        .await
+        .expect_err("not an id");
+    assert!(malformed.to_string().contains("422"), "{malformed}");
+    server.stop().await;
+}
