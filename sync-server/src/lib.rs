@@ -10,20 +10,27 @@
 //! - [`auth`]: password hashing and access/refresh tokens (the identity issue builds on it).
 //! - [`workspaces`]: the `/api/v1/workspaces` routes (workspaces and members).
 //! - [`projects`]: the `/api/v1/projects` routes (boards of a workspace, with their documents).
+//! - [`tasks`]: the `/api/v1/tasks` routes: tasks and comments for integrations, written
+//!   through the board documents and read from their relational projection.
+//! - [`idempotency`]: `Idempotency-Key` on POSTs.
+//! - [`cache`]: the project view cache (Redis or in process).
 //! - [`openapi`]: the OpenAPI document of the REST routes.
 //! - [`config`]: flags and environment.
 
 pub mod access;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod connection;
 pub mod doc;
 pub mod grpc;
+pub mod idempotency;
 pub mod link;
 pub mod openapi;
 pub mod projects;
 pub mod server;
 pub mod store;
+pub mod tasks;
 pub mod workspaces;
 
 pub use config::Config;

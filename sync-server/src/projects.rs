@@ -3,7 +3,9 @@
 //! socket. A client that made a board offline registers it instead, by naming its
 //! `documentId`: the project then points at that document, which the client uploads over the
 //! sync socket. Non-members get 404; members without the right role 403 (see
-//! [`crate::access`]).
+//! [`crate::access`]). A project's view (`GET /api/v1/projects/{id}`, with its board's columns
+//! and task counts from the projection) is cached and invalidated by every change to the
+//! project or its board ([`crate::cache`]).
 
 use std::sync::Arc;
 
@@ -18,7 +20,8 @@ use taskflow_proto::DocumentId;
 use taskflow_proto::board::ops;
 
 use crate::access::Role;
-use crate::auth::http::{ApiError, Authenticated, body};
+use crate::auth::http::{ApiError, Authenticated, body, forbidden, not_found};
+use crate::cache::Lookup;
 use crate::now_ms;
 use crate::server::Shared;
 use crate::store::{ProjectRow, StoredChange};
@@ -47,7 +50,7 @@ struct ListQuery {
     archived: bool,
 }
 
-#[derive(Debug, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ProjectJson {
     id: String,
@@ -57,6 +60,28 @@ pub(crate) struct ProjectJson {
     /// `automerge:<documentId>`, what automerge-repo clients `find()`.
     url: String,
     archived: bool,
+}
+
+/// A project with its board's columns, as `GET /api/v1/projects/{id}` answers.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProjectViewJson {
+    #[serde(flatten)]
+    project: ProjectJson,
+    /// The board's columns in order (none until a board made on a device is uploaded).
+    columns: Vec<ColumnJson>,
+    /// Live (not archived) tasks on the board.
+    task_count: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ColumnJson {
+    id: String,
+    name: String,
+    wip_limit: Option<i64>,
+    /// Live tasks in the column.
+    task_count: i64,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -73,24 +98,6 @@ fn project_json(p: ProjectRow) -> ProjectJson {
         document_id: p.document_id,
         archived: p.archived_at.is_some(),
     }
-}
-
-fn not_found(what: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "/problems/not-found",
-        "Not found",
-        &format!("no such {what} (or you are not a member of its workspace)"),
-    )
-}
-
-fn forbidden(why: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "/problems/forbidden",
-        "Forbidden",
-        why,
-    )
 }
 
 /// The caller's role in `workspace`, or 404 (`what` names the thing asked for).
@@ -228,8 +235,10 @@ async fn create_board_document(
     store
         .bind_actor(&doc.get_actor().to_hex_string(), user, now)
         .await?;
+    let heads = doc.get_heads();
+    let projection = crate::doc::projection::rebuild(doc.document(), &heads);
     store
-        .append(&document_id, &changes, &doc.get_heads(), now)
+        .append(&document_id, &changes, &heads, &projection, now)
         .await?;
     Ok(document_id)
 }
@@ -238,9 +247,52 @@ async fn show(
     State(shared): State<Arc<Shared>>,
     Authenticated(user): Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<ProjectJson>, ApiError> {
-    let (project, _) = visible_project(&shared, &id, &user.user_id).await?;
-    Ok(Json(project_json(project)))
+) -> Result<Json<ProjectViewJson>, ApiError> {
+    let cached = match shared.cache.get(&id).await {
+        Lookup::Hit(text) => serde_json::from_str::<ProjectViewJson>(&text).ok(),
+        Lookup::Miss(ticket) => match project_view(&shared, &id).await? {
+            Some(view) => {
+                if let Ok(text) = serde_json::to_string(&view) {
+                    shared.cache.put(&id, ticket, text).await;
+                }
+                Some(view)
+            }
+            None => return Err(not_found("project")),
+        },
+    };
+    let view = match cached {
+        Some(view) => view,
+        None => project_view(&shared, &id)
+            .await?
+            .ok_or_else(|| not_found("project"))?,
+    };
+    // Access is checked on every request; only the view is cached.
+    role_in(&shared, &view.project.workspace_id, &user.user_id, "project").await?;
+    Ok(Json(view))
+}
+
+/// A project with its board's columns and counts, read from the database.
+async fn project_view(shared: &Shared, id: &str) -> Result<Option<ProjectViewJson>, ApiError> {
+    let store = shared.identity.store();
+    let Some(project) = store.project(id).await? else {
+        return Ok(None);
+    };
+    let columns: Vec<ColumnJson> = store
+        .board_columns(&project.document_id)
+        .await?
+        .into_iter()
+        .map(|c| ColumnJson {
+            id: c.id,
+            name: c.name,
+            wip_limit: c.wip_limit,
+            task_count: c.task_count,
+        })
+        .collect();
+    Ok(Some(ProjectViewJson {
+        task_count: columns.iter().map(|c| c.task_count).sum(),
+        columns,
+        project: project_json(project),
+    }))
 }
 
 async fn list(
@@ -274,6 +326,7 @@ async fn archive(
         .store()
         .archive_project(&project.id, now_ms())
         .await?;
+    shared.cache.invalidate(&project.id).await;
     let (project, _) = visible_project(&shared, &id, &user.user_id).await?;
     Ok(Json(project_json(project)))
 }

@@ -23,6 +23,7 @@ use anyhow::Context;
 use crate::access::AccessFeed;
 use crate::auth::http::ApiError;
 use crate::auth::redis_state::RedisState;
+use crate::cache::ProjectCache;
 use crate::config::{Config, Limits};
 use crate::doc::Registry;
 use crate::link::{ConnId, PeerLink, close_code};
@@ -40,6 +41,8 @@ pub struct Shared {
     pub identity: crate::auth::Identity,
     /// Membership and session changes, for live connections to act on.
     pub access: AccessFeed,
+    /// Project views (`GET /api/v1/projects/{id}`), invalidated when boards change.
+    pub cache: ProjectCache,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -97,7 +100,6 @@ impl Server {
         let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
         let storage_id = StorageId::new(store.storage_id().await?);
         let server_peer = PeerId::new(format!("taskflow-server-{}", uuid::Uuid::new_v4()));
-        let registry = Registry::new(store.clone(), config.doc_config(), server_peer);
         let secret = match &config.jwt_secret {
             Some(secret) => secret.0.clone(),
             None => store.token_secret().await?,
@@ -120,6 +122,15 @@ impl Server {
         let access = redis
             .as_ref()
             .map_or_else(AccessFeed::default, |(_, feed)| feed.clone());
+        let cache = redis.as_ref().map_or_else(ProjectCache::local, |(state, _)| {
+            ProjectCache::redis(state.connection(), state.prefix())
+        });
+        let registry = Registry::new(
+            store.clone(),
+            cache.clone(),
+            config.doc_config(),
+            server_peer,
+        );
         let mut identity = crate::auth::Identity::new(
             store.clone(),
             secret.as_bytes(),
@@ -135,6 +146,7 @@ impl Server {
             storage_id,
             identity,
             access,
+            cache,
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -178,7 +190,12 @@ impl Server {
             .merge(crate::auth::http::routes())
             .merge(crate::workspaces::routes())
             .merge(crate::projects::routes())
+            .merge(crate::tasks::routes())
             .fallback(not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                crate::idempotency::layer,
+            ))
             .with_state(self.shared.clone())
     }
 
@@ -198,6 +215,7 @@ impl Server {
                 stopped.cancelled().await
             }))
         });
+        tokio::spawn(reproject_backlog(self.shared.clone(), self.store.clone()));
         // Client addresses feed the login rate limits.
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, service)
@@ -224,6 +242,30 @@ impl Server {
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Rebuilds the projection of every board on the backlog (boards stored before the projection
+/// existed), one at a time, through each board's actor.
+async fn reproject_backlog(shared: Arc<Shared>, store: Store) {
+    let backlog = match store.projection_backlog().await {
+        Ok(backlog) => backlog,
+        Err(e) => {
+            tracing::error!(error = %e, "reading the projection backlog failed");
+            return;
+        }
+    };
+    if !backlog.is_empty() {
+        tracing::info!(boards = backlog.len(), "rebuilding board projections");
+    }
+    for document in backlog {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        match document.parse() {
+            Ok(id) => shared.registry.reproject(id).await,
+            Err(_) => tracing::warn!(%document, "a stored document id does not parse"),
+        }
     }
 }
 

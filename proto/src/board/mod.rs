@@ -164,36 +164,7 @@ impl Board {
         }
         let name = r.string(&root, "name", &root_path)?;
 
-        let columns_path = root_path.key("columns");
-        let columns_obj = r.object(&root, "columns", ObjType::List, &root_path)?;
-        let mut columns = Vec::new();
-        for index in 0..doc.length(&columns_obj) {
-            let path = columns_path.index(index);
-            let obj = match doc.get(&columns_obj, index)? {
-                Some((Value::Object(ObjType::Map), id)) => id,
-                _ => {
-                    return Err(SchemaError::WrongType {
-                        path,
-                        expected: "a map",
-                    });
-                }
-            };
-            let fields = Fields::of(doc, &obj);
-            let wip_limit = match fields.get("wipLimit") {
-                None => None,
-                Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => None,
-                Some(_) => Some(r.uint(&fields, "wipLimit", &path)?),
-            };
-            let column = Column {
-                id: ColumnId(r.string(&fields, "id", &path)?),
-                name: r.string(&fields, "name", &path)?,
-                wip_limit,
-            };
-            if columns.iter().any(|c: &Column| c.id == column.id) {
-                return Err(SchemaError::DuplicateColumn(column.id));
-            }
-            columns.push(column);
-        }
+        let columns = read_columns(&r, &root)?;
 
         let tasks_obj = r.object(&root, "tasks", ObjType::Map, &root_path)?;
         let tasks_path = root_path.key("tasks");
@@ -242,6 +213,11 @@ impl Board {
         }
     }
 
+    /// Reads the board's columns without its tasks (what changes when a column list is edited).
+    pub fn read_columns(doc: &impl ReadDoc) -> Result<Vec<Column>, SchemaError> {
+        read_columns(&Reader { doc }, &Fields::of(doc, &ROOT))
+    }
+
     pub fn column(&self, id: &ColumnId) -> Option<&Column> {
         self.columns.iter().find(|c| &c.id == id)
     }
@@ -256,6 +232,42 @@ impl Board {
         tasks.sort_by(|a, b| a.order.cmp(&b.order).then_with(|| a.id.cmp(&b.id)));
         tasks
     }
+}
+
+fn read_columns<D: ReadDoc>(r: &Reader<'_, D>, root: &Fields) -> Result<Vec<Column>, SchemaError> {
+    let doc = r.doc;
+    let root_path = Path::root();
+    let columns_path = root_path.key("columns");
+    let columns_obj = r.object(root, "columns", ObjType::List, &root_path)?;
+    let mut columns = Vec::new();
+    for index in 0..doc.length(&columns_obj) {
+        let path = columns_path.index(index);
+        let obj = match doc.get(&columns_obj, index)? {
+            Some((Value::Object(ObjType::Map), id)) => id,
+            _ => {
+                return Err(SchemaError::WrongType {
+                    path,
+                    expected: "a map",
+                });
+            }
+        };
+        let fields = Fields::of(doc, &obj);
+        let wip_limit = match fields.get("wipLimit") {
+            None => None,
+            Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => None,
+            Some(_) => Some(r.uint(&fields, "wipLimit", &path)?),
+        };
+        let column = Column {
+            id: ColumnId(r.string(&fields, "id", &path)?),
+            name: r.string(&fields, "name", &path)?,
+            wip_limit,
+        };
+        if columns.iter().any(|c: &Column| c.id == column.id) {
+            return Err(SchemaError::DuplicateColumn(column.id));
+        }
+        columns.push(column);
+    }
+    Ok(columns)
 }
 
 /// Where in the document a problem was found, e.g. `tasks.t1.comments.c2.body`.

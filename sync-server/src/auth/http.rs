@@ -95,6 +95,32 @@ impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, title: &str, detail: &str) -> ApiError {
         ApiError(Box::new(typed_problem(status, kind, title, detail)))
     }
+
+    /// The same answer with one more header (an `ETag` with a 412, say).
+    pub fn with_header(mut self, name: header::HeaderName, value: header::HeaderValue) -> ApiError {
+        self.0.headers_mut().insert(name, value);
+        self
+    }
+}
+
+/// 404 for something that does not exist or that the caller may not know of (`what`: "task").
+pub fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "/problems/not-found",
+        "Not found",
+        &format!("no such {what} (or you are not a member of its workspace)"),
+    )
+}
+
+/// 403: the caller is a member, but their role does not allow this (`why` says so).
+pub fn forbidden(why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "/problems/forbidden",
+        "Forbidden",
+        why,
+    )
 }
 
 impl From<crate::store::StoreError> for ApiError {

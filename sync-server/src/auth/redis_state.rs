@@ -77,6 +77,11 @@ impl RedisState {
         &self.prefix
     }
 
+    /// The shared connection (it reconnects by itself), for other state kept in Redis.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// Takes one attempt from `key`'s bucket, or says how long until one is available.
     pub async fn take(
         &self,

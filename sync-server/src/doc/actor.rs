@@ -4,18 +4,28 @@
 //! new changes in one transaction, and only after the commit sends each peer its next sync
 //! message — one per peer per batch, however many changes the batch held. A storage failure
 //! closes the document's peers and ends the actor without ever offering the unstored heads.
+//!
+//! REST edits are applied in the same batches, as changes by the user's server-side actor id;
+//! each is answered after the commit that stores it. The changes of a batch and the projection
+//! rows they alter (`projection::delta`, from the patches of exactly those changes) are stored
+//! in one transaction.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use automerge::sync;
+use automerge::{ChangeHash, sync};
 use taskflow_proto::DocumentId;
+use taskflow_proto::board::{CommentId, TaskId};
 use taskflow_proto::wire::{Message, SyncPayload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use super::edit::{self, Applied, BoardEdit, EditError};
+use super::projection;
 use super::state::{DocState, load_document, new_change_actors};
 use super::{DocCommand, Registry};
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::now_ms;
+use crate::store::ProjectionDelta;
 
 /// Most commands applied before the batch is persisted and answered.
 const MAX_BATCH: usize = 256;
@@ -28,6 +38,18 @@ pub(super) struct Actor {
     /// `None` while nothing is known of the document (not stored, not announced).
     state: Option<DocState>,
     stopping: bool,
+    /// REST edits applied but not yet stored: answered after the next commit.
+    edits_done: Vec<EditDone>,
+    /// The projection is to be rebuilt from the whole document at the next flush.
+    reproject: bool,
+    /// The project whose board this is (looked up once, for cache invalidation).
+    project: Option<String>,
+}
+
+struct EditDone {
+    reply: oneshot::Sender<Result<Applied, EditError>>,
+    task: TaskId,
+    comment: Option<CommentId>,
 }
 
 /// Why the actor must end now.
@@ -47,6 +69,9 @@ impl Actor {
             rx,
             state: None,
             stopping: false,
+            edits_done: Vec::new(),
+            reproject: false,
+            project: None,
         }
     }
 
@@ -95,6 +120,12 @@ impl Actor {
             }
             let mut touched = HashSet::new();
             for command in batch {
+                // A precondition is judged against stored versions: store what came before.
+                let conditional = matches!(&command, DocCommand::Edit { if_match: Some(_), .. });
+                if conditional && self.has_unstored() {
+                    self.flush(&touched).await?;
+                    touched.clear();
+                }
                 self.handle(command, &mut touched).await?;
             }
             self.flush(&touched).await?;
@@ -225,6 +256,18 @@ impl Actor {
                     link.send(relay.encode());
                 }
             }
+            DocCommand::Edit {
+                user,
+                edit,
+                if_match,
+                reply,
+            } => return self.handle_edit(user, edit, if_match, reply).await,
+            DocCommand::Reproject => {
+                if self.state.as_ref().is_some_and(|s| !s.is_empty()) {
+                    self.materialise().await?;
+                    self.reproject = true;
+                }
+            }
             DocCommand::Detach { conn } => {
                 if let Some(state) = self.state.as_mut() {
                     state.detach(conn);
@@ -233,6 +276,87 @@ impl Actor {
             DocCommand::Shutdown => self.stopping = true,
         }
         Ok(())
+    }
+
+    /// Whether anything applied has yet to be stored.
+    fn has_unstored(&self) -> bool {
+        !self.edits_done.is_empty() || self.state.as_ref().is_some_and(|s| !s.is_persisted())
+    }
+
+    /// Applies a REST edit; its answer waits for the commit (see `flush`) unless it fails.
+    async fn handle_edit(
+        &mut self,
+        user: Arc<str>,
+        edit: BoardEdit,
+        if_match: Option<Vec<String>>,
+        reply: oneshot::Sender<Result<Applied, EditError>>,
+    ) -> Result<(), Fatal> {
+        if !self.state.as_ref().is_some_and(|s| !s.is_empty()) {
+            let _ = reply.send(Err(EditError::NoBoard));
+            return Ok(());
+        }
+        if let Some(tags) = if_match
+            && let Err(refusal) = self.check_version(edit.task(), &tags).await
+        {
+            let _ = reply.send(Err(refusal));
+            return Ok(());
+        }
+        self.materialise().await?;
+        let actor = self.registry.server_actor(&user);
+        match self.registry.actor_owner(&actor, &user).await {
+            Ok(owner) if owner == user => {}
+            Ok(owner) => {
+                tracing::error!(document = %self.id, %user, %owner, "a server-side actor id is bound to another user");
+                let _ = reply.send(Err(EditError::Unavailable));
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::error!(document = %self.id, error = %e, "binding a server-side actor id failed");
+                let _ = reply.send(Err(EditError::Unavailable));
+                return Ok(());
+            }
+        }
+        let Some(state) = self.state.as_mut() else {
+            let _ = reply.send(Err(EditError::NoBoard));
+            return Ok(());
+        };
+        let now = now_ms();
+        match state.edit(actor, |tx| edit::apply(tx, edit, &user, now)) {
+            Some(Ok((task, comment))) => self.edits_done.push(EditDone {
+                reply,
+                task,
+                comment,
+            }),
+            Some(Err(refusal)) => {
+                let _ = reply.send(Err(refusal));
+            }
+            None => {
+                let _ = reply.send(Err(EditError::Unavailable));
+            }
+        }
+        Ok(())
+    }
+
+    /// `If-Match`: the task's stored version must be one of `tags` (`*`: any).
+    async fn check_version(&self, task: &TaskId, tags: &[String]) -> Result<(), EditError> {
+        let stored = self
+            .registry
+            .inner
+            .store
+            .task_in(&self.id.to_string(), task.as_str())
+            .await
+            .map_err(|e| {
+                tracing::warn!(document = %self.id, error = %e, "reading a task version failed");
+                EditError::Unavailable
+            })?;
+        let current = stored
+            .ok_or_else(|| EditError::NoTask(task.clone()))?
+            .version;
+        if tags.iter().any(|t| t == "*" || *t == current) {
+            Ok(())
+        } else {
+            Err(EditError::Stale { current })
+        }
     }
 
     async fn handle_sync(
@@ -344,27 +468,38 @@ impl Actor {
         link.send(error.encode());
     }
 
-    /// Persists what the batch changed, then answers: the durability rule's one place.
+    /// Persists what the batch changed, with its projection rows, then answers: the
+    /// durability rule's one place.
     async fn flush(&mut self, touched: &HashSet<ConnId>) -> Result<(), Fatal> {
-        let Some(state) = self.state.as_mut() else {
+        let Some(state) = self.state.as_ref() else {
             return Ok(());
         };
         let changes = state.unpersisted();
+        let heads = state.heads();
         let changed = !changes.is_empty();
-        if changed {
-            let heads = state.heads();
+        if changed || self.reproject {
+            let projection = self.projection(&heads);
             if let Err(e) = self
                 .registry
                 .inner
                 .store
-                .append(&self.id, &changes, &heads, now_ms())
+                .append(&self.id, &changes, &heads, &projection, now_ms())
                 .await
             {
                 tracing::error!(document = %self.id, error = %e, "storing changes failed");
                 return Err(Fatal);
             }
-            state.mark_persisted(changes, heads);
+            if let Some(state) = self.state.as_mut() {
+                state.mark_persisted(changes, heads);
+            }
+            self.reproject = false;
+            if !projection.is_empty() {
+                self.invalidate_project().await;
+            }
         }
+        let Some(state) = self.state.as_mut() else {
+            return Ok(());
+        };
         let only = if changed { None } else { Some(touched) };
         if state.outgoing_needs_document(only) {
             self.materialise().await?;
@@ -373,10 +508,61 @@ impl Actor {
             return Ok(());
         };
         let messages = state.outgoing(only);
+        let heads = state.heads();
         for (link, message) in messages {
             self.send_sync(&link, message);
         }
+        self.answer_edits(&heads);
         Ok(())
+    }
+
+    /// The projection rows for what was applied since the last flush.
+    fn projection(&mut self, heads: &[ChangeHash]) -> ProjectionDelta {
+        let Some(state) = self.state.as_mut() else {
+            return ProjectionDelta::default();
+        };
+        let touched = state.take_touched();
+        match state.doc() {
+            Some(doc) if self.reproject => projection::rebuild(doc, heads),
+            Some(doc) => projection::delta(doc, &touched, heads),
+            None => ProjectionDelta::default(),
+        }
+    }
+
+    /// Answers the REST edits whose changes are now stored.
+    fn answer_edits(&mut self, heads: &[ChangeHash]) {
+        for done in self.edits_done.drain(..) {
+            let applied = Applied {
+                task: done.task,
+                comment: done.comment,
+                heads: heads.to_vec(),
+            };
+            // A caller that gave up needs no answer; its change stands.
+            let _ = done.reply.send(Ok(applied));
+        }
+    }
+
+    /// Drops the cached view of this board's project (it shows the board's columns and counts).
+    async fn invalidate_project(&mut self) {
+        if self.project.is_none() {
+            let found = self
+                .registry
+                .inner
+                .store
+                .project_of_document(&self.id.to_string())
+                .await;
+            match found {
+                Ok(Some(project)) => self.project = Some(project.id),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(document = %self.id, error = %e, "finding the board's project failed");
+                    return;
+                }
+            }
+        }
+        if let Some(project) = &self.project {
+            self.registry.inner.cache.invalidate(project).await;
+        }
     }
 
     fn send_sync(&self, link: &PeerLink, message: sync::Message) {

@@ -4,8 +4,14 @@
 //! actor on first use. An actor that has had no peers for the configured idle time compacts,
 //! removes itself from the registry and ends; the next command for that document starts a new
 //! one, which loads it from the store again.
+//!
+//! REST edits ([`Registry::edit`]) reach the same actor as sync messages, so a document has one
+//! writer whatever the path of a change, and every merged change updates the board's
+//! projection in the transaction that stores it.
 
 mod actor;
+pub mod edit;
+pub mod projection;
 pub mod state;
 
 use std::collections::HashMap;
@@ -14,12 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use automerge::{ActorId, sync};
+use sha2::{Digest, Sha256};
 use taskflow_proto::{DocumentId, PeerId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
+use crate::cache::ProjectCache;
 use crate::link::{ConnId, PeerLink};
 use crate::store::Store;
+use edit::{Applied, BoardEdit, EditError};
 
 /// Commands queued to one document's actor.
 #[derive(Debug)]
@@ -40,6 +49,16 @@ pub enum DocCommand {
         count: u64,
         data: Vec<u8>,
     },
+    /// A change made by the server for `user` (REST), answered once it is stored.
+    Edit {
+        user: Arc<str>,
+        edit: BoardEdit,
+        /// `If-Match`: the task versions the edit is based on (`*`: any existing task).
+        if_match: Option<Vec<String>>,
+        reply: oneshot::Sender<Result<Applied, EditError>>,
+    },
+    /// Rebuild the board's projection from the whole document (it is on the backlog).
+    Reproject,
     /// The peer left or its connection closed.
     Detach { conn: ConnId },
     /// The server is stopping: finish what is queued and end.
@@ -96,6 +115,8 @@ struct Inner {
     /// Actor id → the user it is bound to (a cache of the `actors` table).
     actors: Mutex<HashMap<ActorId, Arc<str>>>,
     store: Store,
+    /// Project views to invalidate when a board changes.
+    cache: ProjectCache,
     config: DocConfig,
     server_peer: PeerId,
     tracker: TaskTracker,
@@ -108,12 +129,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Store, config: DocConfig, server_peer: PeerId) -> Self {
+    pub fn new(store: Store, cache: ProjectCache, config: DocConfig, server_peer: PeerId) -> Self {
         Self {
             inner: Arc::new(Inner {
                 docs: Mutex::new(HashMap::new()),
                 actors: Mutex::new(HashMap::new()),
                 store,
+                cache,
                 config,
                 server_peer,
                 tracker: TaskTracker::new(),
@@ -124,6 +146,43 @@ impl Registry {
 
     pub fn server_peer(&self) -> &PeerId {
         &self.inner.server_peer
+    }
+
+    /// The actor id this process writes `user`'s REST changes under: one per user and server
+    /// process, so two processes never write the same actor's sequence numbers, and bound to
+    /// the user like any of theirs (that binding is the change's recorded author).
+    fn server_actor(&self, user: &str) -> ActorId {
+        let digest = Sha256::new()
+            .chain_update(self.inner.server_peer.as_str().as_bytes())
+            .chain_update([0])
+            .chain_update(user.as_bytes())
+            .finalize();
+        ActorId::from(&digest[..16])
+    }
+
+    /// Makes `edit` on the document as `user`; answers once the change is stored (and sent
+    /// to the document's peers). `if_match` lists the task versions the edit is based on.
+    pub async fn edit(
+        &self,
+        id: DocumentId,
+        user: Arc<str>,
+        edit: BoardEdit,
+        if_match: Option<Vec<String>>,
+    ) -> Result<Applied, EditError> {
+        let (reply, answer) = oneshot::channel();
+        let command = DocCommand::Edit {
+            user,
+            edit,
+            if_match,
+            reply,
+        };
+        self.send(id, command, Open::Start).await;
+        answer.await.unwrap_or(Err(EditError::Unavailable))
+    }
+
+    /// Has the document's actor rebuild its projection (for documents on the backlog).
+    pub async fn reproject(&self, id: DocumentId) {
+        self.send(id, DocCommand::Reproject, Open::Start).await;
     }
 
     /// The user `actor` belongs to, binding it to `user` if it belongs to nobody yet.

@@ -15,10 +15,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, BloomFilter, ChunkList, Have, MessageFlags, MessageVersion, SyncDoc};
-use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, ReadDoc};
+use automerge::transaction::Transaction;
+use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, PatchLog, ReadDoc};
 use sha2::{Digest, Sha256};
 use taskflow_proto::PeerId;
 
+use super::projection::Touched;
 use crate::link::{ConnId, PeerLink};
 use crate::store::{StoredChange, StoredDoc};
 
@@ -70,6 +72,8 @@ pub struct DocState {
     stored: StoredDoc,
     peers: BTreeMap<ConnId, PeerSync>,
     ephemeral_seen: HashMap<(PeerId, String), u64>,
+    /// What the changes not yet persisted touched (from their patches), for the projection.
+    touched: Touched,
 }
 
 impl std::fmt::Debug for DocState {
@@ -256,6 +260,7 @@ impl DocState {
             stored,
             peers: BTreeMap::new(),
             ephemeral_seen: HashMap::new(),
+            touched: Touched::default(),
         }
     }
 
@@ -353,7 +358,18 @@ impl DocState {
             return Ok(());
         };
         match self.doc.as_mut() {
-            Some(doc) => doc.receive_sync_message(&mut peer.state, message)?,
+            Some(doc) => {
+                let before = doc.get_heads();
+                let mut log = PatchLog::active();
+                let received = doc.receive_sync_message_log_patches(&mut peer.state, message, &mut log);
+                if received.is_ok() {
+                    self.touched.record(&doc.make_patches(&mut log));
+                } else if doc.get_heads() != before {
+                    // Part of the message applied and its patches are lost: re-read it all.
+                    self.touched.everything = true;
+                }
+                received?;
+            }
             None => receive_heads_only(&mut peer.state, message, &self.stored.heads),
         }
         // Automerge re-sends the whole document whenever the changes due exceed a third of the
@@ -367,6 +383,29 @@ impl DocState {
             capabilities.retain(|c| c != &sync::Capability::MessageV2);
         }
         Ok(())
+    }
+
+    /// Runs `edit` as one change by `actor` (a user's server-side actor id), noting what it
+    /// touched. Nothing changes when `edit` fails. Needs the materialised document.
+    pub fn edit<O, E>(
+        &mut self,
+        actor: ActorId,
+        edit: impl FnOnce(&mut Transaction<'_>) -> Result<O, E>,
+    ) -> Option<Result<O, E>> {
+        let doc = self.doc.as_mut()?;
+        doc.set_actor(actor);
+        Some(match doc.transact_and_log_patches(edit) {
+            Ok(mut success) => {
+                self.touched.record(&doc.make_patches(&mut success.patch_log));
+                Ok(success.result)
+            }
+            Err(failure) => Err(failure.error),
+        })
+    }
+
+    /// What the changes since the last call touched.
+    pub fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.touched)
     }
 
     /// Changes in memory that the store does not hold yet.

@@ -29,7 +29,10 @@ macro_rules! with_pool {
 
 mod access;
 mod identity;
+mod idempotency;
 mod invitations;
+#[macro_use]
+mod projection;
 mod postgres;
 mod projects;
 mod sqlite;
@@ -37,7 +40,11 @@ mod workspaces;
 
 pub use access::DocumentAccess;
 pub use identity::{Rotation, UserRow};
+pub use idempotency::{Claim, KeyTimes};
 pub use invitations::InvitationRow;
+pub use projection::{
+    ColumnSummary, CommentRecord, ProjectionDelta, TaskFilter, TaskRecord, TaskUpdate,
+};
 pub use projects::ProjectRow;
 pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
@@ -148,18 +155,20 @@ impl Store {
         }
     }
 
-    /// Appends change chunks (those already stored are skipped) and records the document's heads,
+    /// Appends change chunks (those already stored are skipped), records the document's heads
+    /// and writes the board projection's rows those changes alter, in one transaction,
     /// creating the document on its first append. Returns once committed.
     pub async fn append(
         &self,
         id: &DocumentId,
         changes: &[StoredChange],
         heads: &[ChangeHash],
+        projection: &ProjectionDelta,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.append(id, changes, heads, now_ms).await,
-            Store::Postgres(s) => s.append(id, changes, heads, now_ms).await,
+            Store::Sqlite(s) => s.append(id, changes, heads, projection, now_ms).await,
+            Store::Postgres(s) => s.append(id, changes, heads, projection, now_ms).await,
         }
     }
 

@@ -10,7 +10,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use taskflow_proto::DocumentId;
 
-use super::{ChangeRow, DocumentRow, StoreError, StoredChange, StoredDoc, assemble, encode_heads};
+use super::{
+    ChangeRow, DocumentRow, ProjectionDelta, StoreError, StoredChange, StoredDoc, assemble,
+    encode_heads,
+};
 
 const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,6 +80,7 @@ impl PgStore {
         id: &DocumentId,
         changes: &[StoredChange],
         heads: &[ChangeHash],
+        projection: &ProjectionDelta,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let key = id.to_string();
@@ -103,6 +107,8 @@ impl PgStore {
         .bind(&data)
         .execute(&mut *tx)
         .await?;
+        let sql = |text: &str| text.to_owned();
+        write_projection!(&mut *tx, sql, &key, projection).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -16,7 +16,10 @@ use sqlx::{Row, SqlitePool};
 use taskflow_proto::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ChangeRow, DocumentRow, StoreError, StoredChange, StoredDoc, assemble, encode_heads};
+use super::{
+    ChangeRow, DocumentRow, ProjectionDelta, StoreError, StoredChange, StoredDoc, assemble,
+    encode_heads,
+};
 
 /// How long a writer waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +42,7 @@ struct Append {
     id: DocumentId,
     changes: Vec<StoredChange>,
     heads: Vec<ChangeHash>,
+    projection: ProjectionDelta,
     now_ms: i64,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -110,6 +114,7 @@ impl SqliteStore {
         id: &DocumentId,
         changes: &[StoredChange],
         heads: &[ChangeHash],
+        projection: &ProjectionDelta,
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let (done, committed) = oneshot::channel();
@@ -117,6 +122,7 @@ impl SqliteStore {
             id: *id,
             changes: changes.to_vec(),
             heads: heads.to_vec(),
+            projection: projection.clone(),
             now_ms,
             done,
         };
@@ -222,6 +228,8 @@ async fn write_group(pool: &SqlitePool, group: &[Append]) -> Result<(), sqlx::Er
             .execute(&mut *tx)
             .await?;
         }
+        let sql = |text: &str| text.replace('$', "?");
+        write_projection!(&mut *tx, sql, &key, &append.projection).await?;
     }
     tx.commit().await
 }

@@ -1,0 +1,314 @@
+//! From merged changes to projection rows, without I/O: which parts of the board the changes
+//! touched (read off the patches automerge logs while applying them — never a diff of whole
+//! documents), then those tasks and columns as they now read ([`delta`]).
+//!
+//! Touched tasks are re-read from the merged document, so the rows say what the document now
+//! says whatever the order or concurrency of the edits behind them.
+
+use std::collections::BTreeMap;
+
+use automerge::{ChangeHash, Patch, PatchAction, Prop, ReadDoc};
+use sha2::{Digest, Sha256};
+use taskflow_proto::board::{Board, TaskId};
+
+use crate::store::{ProjectionDelta, TaskUpdate};
+
+/// Which parts of one task changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub assignees: bool,
+    pub labels: bool,
+    pub comments: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        assignees: true,
+        labels: true,
+        comments: true,
+    };
+
+    fn union(self, other: Parts) -> Parts {
+        Parts {
+            assignees: self.assignees || other.assignees,
+            labels: self.labels || other.labels,
+            comments: self.comments || other.comments,
+        }
+    }
+}
+
+/// What a run of merged changes touched, accumulated over a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Everything must be re-read (the task map itself was replaced, or the patches were lost).
+    pub everything: bool,
+    pub columns: bool,
+    pub tasks: BTreeMap<TaskId, Parts>,
+}
+
+impl Touched {
+    pub fn is_empty(&self) -> bool {
+        !self.everything && !self.columns && self.tasks.is_empty()
+    }
+
+    /// Folds in the patches of one applied change set.
+    pub fn record(&mut self, patches: &[Patch]) {
+        for patch in patches {
+            self.record_one(patch);
+        }
+    }
+
+    fn touch(&mut self, task: &str, parts: Parts) {
+        let entry = self.tasks.entry(TaskId::new(task)).or_default();
+        *entry = entry.union(parts);
+    }
+
+    fn record_one(&mut self, patch: &Patch) {
+        // The keys from the root down to the changed property.
+        let mut keys: Vec<&str> = Vec::with_capacity(patch.path.len() + 1);
+        for (_, prop) in &patch.path {
+            match prop {
+                Prop::Map(key) => keys.push(key),
+                // Inside a list: only `columns` holds one, and its position is all we need.
+                Prop::Seq(_) => keys.push(""),
+            }
+        }
+        match &patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => keys.push(key),
+            PatchAction::Conflict { prop: Prop::Map(key) } => keys.push(key),
+            _ => {}
+        }
+        match keys.as_slice() {
+            ["tasks"] => self.everything = true,
+            ["tasks", task] => self.touch(task, Parts::ALL),
+            ["tasks", task, "assignees", ..] => self.touch(
+                task,
+                Parts {
+                    assignees: true,
+                    ..Parts::default()
+                },
+            ),
+            ["tasks", task, "labels", ..] => self.touch(
+                task,
+                Parts {
+                    labels: true,
+                    ..Parts::default()
+                },
+            ),
+            ["tasks", task, "comments", ..] => self.touch(
+                task,
+                Parts {
+                    comments: true,
+                    ..Parts::default()
+                },
+            ),
+            ["tasks", task, ..] => self.touch(task, Parts::default()),
+            ["columns", ..] => self.columns = true,
+            _ => {}
+        }
+    }
+}
+
+/// The version a task gets when a merge that touched it ends at `heads`: its ETag.
+pub fn version(heads: &[ChangeHash]) -> String {
+    let mut sorted = heads.to_vec();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    for head in &sorted {
+        hasher.update(head.0);
+    }
+    let digest = hasher.finalize();
+    digest[..10].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The projection rows `touched` asks for, read from the merged document `doc` (at `heads`).
+/// A task that no longer reads as one (vandalised by a client) leaves the projection.
+pub fn delta(doc: &impl ReadDoc, touched: &Touched, heads: &[ChangeHash]) -> ProjectionDelta {
+    if touched.everything {
+        return rebuild(doc, heads);
+    }
+    let mut delta = ProjectionDelta {
+        version: version(heads),
+        ..ProjectionDelta::default()
+    };
+    if touched.columns {
+        match Board::read_columns(doc) {
+            Ok(columns) => delta.columns = Some(columns),
+            Err(e) => tracing::warn!(error = %e, "board columns do not read; projection keeps the old ones"),
+        }
+    }
+    for (id, parts) in &touched.tasks {
+        match Board::read_task(doc, id) {
+            Ok(Some(task)) => delta.tasks.push(TaskUpdate {
+                task,
+                assignees: parts.assignees,
+                labels: parts.labels,
+                comments: parts.comments,
+            }),
+            Ok(None) => delta.removed.push(id.clone()),
+            Err(e) => {
+                tracing::warn!(task = %id, error = %e, "a task does not read; it leaves the projection");
+                delta.removed.push(id.clone());
+            }
+        }
+    }
+    delta
+}
+
+/// Every row of the board, from the whole document: for boards stored before the projection
+/// existed, and for when the patches of a merge were lost.
+pub fn rebuild(doc: &impl ReadDoc, heads: &[ChangeHash]) -> ProjectionDelta {
+    let mut delta = ProjectionDelta {
+        rebuild: true,
+        version: version(heads),
+        ..ProjectionDelta::default()
+    };
+    if heads.is_empty() {
+        return delta;
+    }
+    delta.columns = Board::read_columns(doc).ok();
+    let ids: Vec<TaskId> = match doc.get(automerge::ROOT, "tasks") {
+        Ok(Some((automerge::Value::Object(automerge::ObjType::Map), tasks))) => {
+            doc.keys(&tasks).map(TaskId::new).collect()
+        }
+        _ => Vec::new(),
+    };
+    for id in ids {
+        if let Ok(Some(task)) = Board::read_task(doc, &id) {
+            delta.tasks.push(TaskUpdate {
+                task,
+                assignees: true,
+                labels: true,
+                comments: true,
+            });
+        }
+    }
+    delta
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ROOT};
+    use taskflow_proto::board::ops::{self, NewTask, Position, TaskEdit};
+    use taskflow_proto::board::{ColumnId, CommentId};
+
+    use super::*;
+
+    /// A board with one task "t1"; the patch cursor is past its creation.
+    fn board() -> AutoCommit {
+        let mut doc = AutoCommit::new();
+        ops::create_board(&mut doc, "b").expect("board");
+        let mut task = NewTask::titled("one", "ann");
+        task.id = TaskId::new("t1");
+        ops::add_task(&mut doc, task, 1).expect("task");
+        doc.update_diff_cursor();
+        doc
+    }
+
+    fn touched_by(doc: &mut AutoCommit) -> Touched {
+        let mut touched = Touched::default();
+        touched.record(&doc.diff_incremental());
+        touched
+    }
+
+    fn parts(assignees: bool, labels: bool, comments: bool) -> Parts {
+        Parts {
+            assignees,
+            labels,
+            comments,
+        }
+    }
+
+    #[test]
+    fn a_new_task_is_touched_whole() {
+        let mut doc = board();
+        let mut task = NewTask::titled("two", "ann");
+        task.id = TaskId::new("t2");
+        ops::add_task(&mut doc, task, 2).expect("task");
+        let touched = touched_by(&mut doc);
+        assert_eq!(touched.tasks.len(), 1);
+        assert_eq!(touched.tasks[&TaskId::new("t2")], Parts::ALL);
+        assert!(!touched.columns && !touched.everything);
+    }
+
+    #[test]
+    fn field_edits_touch_only_what_they_change() {
+        let mut doc = board();
+        let id = TaskId::new("t1");
+        let edit = TaskEdit {
+            title: Some("renamed".into()),
+            ..TaskEdit::default()
+        };
+        ops::edit_task(&mut doc, &id, edit, 2).expect("edit");
+        assert_eq!(touched_by(&mut doc).tasks[&id], parts(false, false, false));
+
+        let edit = TaskEdit {
+            labels: Some(BTreeSet::from(["bug".to_owned()])),
+            ..TaskEdit::default()
+        };
+        ops::edit_task(&mut doc, &id, edit, 3).expect("edit");
+        assert_eq!(touched_by(&mut doc).tasks[&id], parts(false, true, false));
+
+        let edit = TaskEdit {
+            assignees: Some(BTreeSet::from(["u1".to_owned()])),
+            ..TaskEdit::default()
+        };
+        ops::edit_task(&mut doc, &id, edit, 4).expect("edit");
+        assert_eq!(touched_by(&mut doc).tasks[&id], parts(true, false, false));
+
+        ops::add_comment(&mut doc, &id, CommentId::new("c1"), "ann", "hi", 5).expect("comment");
+        assert_eq!(touched_by(&mut doc).tasks[&id], parts(false, false, true));
+
+        ops::move_task(&mut doc, &id, &ColumnId::new("done"), Position::Top, 6).expect("move");
+        assert_eq!(touched_by(&mut doc).tasks[&id], parts(false, false, false));
+    }
+
+    #[test]
+    fn column_edits_and_replaced_task_maps_are_noticed() {
+        let mut doc = board();
+        let columns = match doc.get(ROOT, "columns").expect("get") {
+            Some((_, id)) => id,
+            None => panic!("columns"),
+        };
+        let first = match doc.get(&columns, 0).expect("get") {
+            Some((_, id)) => id,
+            None => panic!("first column"),
+        };
+        doc.put(&first, "name", "Backlog").expect("rename");
+        let touched = touched_by(&mut doc);
+        assert!(touched.columns && touched.tasks.is_empty());
+
+        doc.put_object(ROOT, "tasks", automerge::ObjType::Map)
+            .expect("replace the task map");
+        assert!(touched_by(&mut doc).everything);
+    }
+
+    #[test]
+    fn the_delta_reads_touched_tasks_and_drops_vanished_ones() {
+        let mut doc = board();
+        let mut touched = Touched::default();
+        touched.touch("t1", parts(true, false, false));
+        touched.touch("gone", Parts::default());
+        let heads = doc.get_heads();
+        let delta = delta(doc.document(), &touched, &heads);
+        assert_eq!(delta.tasks.len(), 1);
+        assert_eq!(delta.tasks[0].task.title, "one");
+        assert!(delta.tasks[0].assignees && !delta.tasks[0].comments);
+        assert_eq!(delta.removed, vec![TaskId::new("gone")]);
+        assert_eq!(delta.version, version(&heads));
+        assert_eq!(delta.version.len(), 20);
+    }
+
+    #[test]
+    fn a_rebuild_holds_every_task_and_the_columns() {
+        let mut doc = board();
+        let heads = doc.get_heads();
+        let delta = rebuild(doc.document(), &heads);
+        assert!(delta.rebuild);
+        assert_eq!(delta.columns.as_ref().map(Vec::len), Some(3));
+        assert_eq!(delta.tasks.len(), 1);
+    }
+}
