@@ -100,10 +100,8 @@ impl ProjectCache {
             ProjectCache::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let keys = [value_key(prefix, project), generation_key(prefix, project)];
-                let read: redis::RedisResult<(Option<String>, Option<u64>)> = redis::cmd("MGET")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await;
+                let read: redis::RedisResult<(Option<String>, Option<u64>)> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
                 match read {
                     Ok((Some(value), _)) => Lookup::Hit(value),
                     Ok((None, generation)) => Lookup::Miss(Ticket(Some(generation.unwrap_or(0)))),

@@ -267,7 +267,13 @@ async fn show(
             .ok_or_else(|| not_found("project"))?,
     };
     // Access is checked on every request; only the view is cached.
-    role_in(&shared, &view.project.workspace_id, &user.user_id, "project").await?;
+    role_in(
+        &shared,
+        &view.project.workspace_id,
+        &user.user_id,
+        "project",
+    )
+    .await?;
     Ok(Json(view))
 }
 

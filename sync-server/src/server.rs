@@ -122,9 +122,11 @@ impl Server {
         let access = redis
             .as_ref()
             .map_or_else(AccessFeed::default, |(_, feed)| feed.clone());
-        let cache = redis.as_ref().map_or_else(ProjectCache::local, |(state, _)| {
-            ProjectCache::redis(state.connection(), state.prefix())
-        });
+        let cache = redis
+            .as_ref()
+            .map_or_else(ProjectCache::local, |(state, _)| {
+                ProjectCache::redis(state.connection(), state.prefix())
+            });
         let registry = Registry::new(
             store.clone(),
             cache.clone(),

@@ -129,6 +129,31 @@ impl Account {
             .context("documentId of the new project")
     }
 
+    /// A new project in this account's workspace: its id and its board document id.
+    pub async fn project(&self, name: &str) -> anyhow::Result<(String, DocumentId)> {
+        let project = self
+            .post(
+                "/api/v1/projects",
+                json!({ "workspaceId": self.workspace_id, "name": name }),
+            )
+            .await?;
+        let document = text(&project["documentId"])?
+            .parse()
+            .context("documentId of the new project")?;
+        Ok((text(&project["id"])?, document))
+    }
+
+    /// A request to `path` with this account's token, to finish and send (for tests that look
+    /// at statuses and headers).
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.authorized(self.http.request(method, self.url(path)))
+    }
+
+    /// A GET with this account's token; the JSON answer.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        call(self.authorized(self.http.get(self.url(path)))).await
+    }
+
     /// Registers a document made on the client as a project's board (uploaded over sync).
     pub async fn register_document(&self, id: DocumentId, name: &str) -> anyhow::Result<()> {
         let body =

@@ -121,7 +121,13 @@ impl Actor {
             let mut touched = HashSet::new();
             for command in batch {
                 // A precondition is judged against stored versions: store what came before.
-                let conditional = matches!(&command, DocCommand::Edit { if_match: Some(_), .. });
+                let conditional = matches!(
+                    &command,
+                    DocCommand::Edit {
+                        if_match: Some(_),
+                        ..
+                    }
+                );
                 if conditional && self.has_unstored() {
                     self.flush(&touched).await?;
                     touched.clear();

@@ -119,7 +119,8 @@ pub fn apply<D: Transactable>(
             {
                 return Err(EditError::NoTask(task));
             }
-            let comment = ops::add_comment(doc, &task, id, user, &body, now).map_err(schema_error)?;
+            let comment =
+                ops::add_comment(doc, &task, id, user, &body, now).map_err(schema_error)?;
             Ok((task, Some(comment)))
         }
     }

@@ -75,7 +75,9 @@ impl Touched {
         }
         match &patch.action {
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => keys.push(key),
-            PatchAction::Conflict { prop: Prop::Map(key) } => keys.push(key),
+            PatchAction::Conflict {
+                prop: Prop::Map(key),
+            } => keys.push(key),
             _ => {}
         }
         match keys.as_slice() {
@@ -134,7 +136,9 @@ pub fn delta(doc: &impl ReadDoc, touched: &Touched, heads: &[ChangeHash]) -> Pro
     if touched.columns {
         match Board::read_columns(doc) {
             Ok(columns) => delta.columns = Some(columns),
-            Err(e) => tracing::warn!(error = %e, "board columns do not read; projection keeps the old ones"),
+            Err(e) => {
+                tracing::warn!(error = %e, "board columns do not read; projection keeps the old ones")
+            }
         }
     }
     for (id, parts) in &touched.tasks {

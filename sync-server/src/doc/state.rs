@@ -361,7 +361,8 @@ impl DocState {
             Some(doc) => {
                 let before = doc.get_heads();
                 let mut log = PatchLog::active();
-                let received = doc.receive_sync_message_log_patches(&mut peer.state, message, &mut log);
+                let received =
+                    doc.receive_sync_message_log_patches(&mut peer.state, message, &mut log);
                 if received.is_ok() {
                     self.touched.record(&doc.make_patches(&mut log));
                 } else if doc.get_heads() != before {
@@ -396,7 +397,8 @@ impl DocState {
         doc.set_actor(actor);
         Some(match doc.transact_and_log_patches(edit) {
             Ok(mut success) => {
-                self.touched.record(&doc.make_patches(&mut success.patch_log));
+                self.touched
+                    .record(&doc.make_patches(&mut success.patch_log));
                 Ok(success.result)
             }
             Err(failure) => Err(failure.error),

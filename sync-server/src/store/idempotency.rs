@@ -79,10 +79,8 @@ impl Store {
                 }),
                 None if created_at < times.now - times.abandoned_after => {
                     // Take the abandoned claim over, unless someone else just did.
-                    let taken = sqlx::query(&sql(
-                        "UPDATE idempotency_keys SET created_at = $3
-                         WHERE user_id = $1 AND key = $2 AND created_at = $4 AND status IS NULL",
-                    ))
+                    let taken = sqlx::query(&sql("UPDATE idempotency_keys SET created_at = $3
+                         WHERE user_id = $1 AND key = $2 AND created_at = $4 AND status IS NULL"))
                     .bind(user)
                     .bind(key)
                     .bind(times.now)

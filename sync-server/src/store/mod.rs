@@ -28,8 +28,8 @@ macro_rules! with_pool {
 }
 
 mod access;
-mod identity;
 mod idempotency;
+mod identity;
 mod invitations;
 #[macro_use]
 mod projection;
@@ -39,8 +39,8 @@ mod sqlite;
 mod workspaces;
 
 pub use access::DocumentAccess;
-pub use identity::{Rotation, UserRow};
 pub use idempotency::{Claim, KeyTimes};
+pub use identity::{Rotation, UserRow};
 pub use invitations::InvitationRow;
 pub use projection::{
     ColumnSummary, CommentRecord, ProjectionDelta, TaskFilter, TaskRecord, TaskUpdate,

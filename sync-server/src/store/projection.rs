@@ -383,9 +383,7 @@ impl Store {
         );
         with_pool!(self, |pool, sql| {
             let text = sql(&text);
-            let mut query = sqlx::query(&text)
-                .bind(document_id)
-                .bind(filter.archived);
+            let mut query = sqlx::query(&text).bind(document_id).bind(filter.archived);
             for value in [&filter.column, &filter.assignee, &filter.label]
                 .into_iter()
                 .flatten()
@@ -472,12 +470,10 @@ impl Store {
     /// A board's columns in order, each with its number of live tasks.
     pub async fn board_columns(&self, document_id: &str) -> Result<Vec<ColumnSummary>, StoreError> {
         with_pool!(self, |pool, sql| {
-            let rows = sqlx::query(&sql(
-                "SELECT c.id, c.name, c.wip_limit,
+            let rows = sqlx::query(&sql("SELECT c.id, c.name, c.wip_limit,
                         (SELECT COUNT(*) FROM tasks t WHERE t.document_id = c.document_id
                             AND t.column_id = c.id AND t.archived = $2)
-                 FROM board_columns c WHERE c.document_id = $1 ORDER BY c.position",
-            ))
+                 FROM board_columns c WHERE c.document_id = $1 ORDER BY c.position"))
             .bind(document_id)
             .bind(false)
             .fetch_all(pool)

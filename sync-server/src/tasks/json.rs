@@ -96,7 +96,9 @@ pub(crate) struct CreateTaskBody {
 }
 
 /// Absent stays `None`; `null` becomes `Some(None)` (clear the field).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 

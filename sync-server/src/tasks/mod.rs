@@ -40,8 +40,14 @@ use json::{ListQuery, PageQuery, invalid};
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/api/v1/tasks", post(create))
-        .route("/api/v1/tasks/{id}", get(show).patch(update).delete(archive))
-        .route("/api/v1/tasks/{id}/comments", get(comments).post(add_comment))
+        .route(
+            "/api/v1/tasks/{id}",
+            get(show).patch(update).delete(archive),
+        )
+        .route(
+            "/api/v1/tasks/{id}/comments",
+            get(comments).post(add_comment),
+        )
         .route("/api/v1/projects/{id}/tasks", get(list))
 }
 
@@ -173,7 +179,11 @@ fn writable(role: Role) -> Result<(), ApiError> {
 }
 
 /// A task the caller may see (404 otherwise), with their role in its workspace.
-async fn visible(shared: &Shared, id: &str, user: &AuthUser) -> Result<(TaskRecord, Role), ApiError> {
+async fn visible(
+    shared: &Shared,
+    id: &str,
+    user: &AuthUser,
+) -> Result<(TaskRecord, Role), ApiError> {
     shared
         .identity
         .store()
@@ -310,7 +320,9 @@ async fn show(
     let (task, _) = visible(&shared, &id, &user).await?;
     if none_match_hits(&headers, &task.version) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        response.headers_mut().insert(header::ETAG, etag(&task.version));
+        response
+            .headers_mut()
+            .insert(header::ETAG, etag(&task.version));
         return Ok(response);
     }
     Ok(task_response(StatusCode::OK, task, false))
@@ -344,7 +356,11 @@ async fn update(
     };
     let fields = TaskEdit {
         title: b.title.as_deref().map(json::title).transpose()?,
-        description: b.description.as_deref().map(json::description).transpose()?,
+        description: b
+            .description
+            .as_deref()
+            .map(json::description)
+            .transpose()?,
         assignees,
         labels: b.labels.as_deref().map(json::labels).transpose()?,
         priority: b.priority.map(Into::into),
@@ -458,7 +474,9 @@ async fn comments(
         .store()
         .task_comments(&task.document_id, &task.id, after, limit + 1)
         .await?;
-    let next_cursor = page_end(&mut rows, limit, |c| json::encode_cursor(c.created_at, &c.id));
+    let next_cursor = page_end(&mut rows, limit, |c| {
+        json::encode_cursor(c.created_at, &c.id)
+    });
     Ok(Json(CommentsJson {
         comments: rows.into_iter().map(Into::into).collect(),
         next_cursor,
@@ -529,7 +547,9 @@ async fn list(
     let mut rows = store
         .list_tasks(&project.document_id, &filter, limit + 1)
         .await?;
-    let next_cursor = page_end(&mut rows, limit, |t| json::encode_cursor(t.created_at, &t.id));
+    let next_cursor = page_end(&mut rows, limit, |t| {
+        json::encode_cursor(t.created_at, &t.id)
+    });
     Ok(Json(TasksJson {
         tasks: rows.into_iter().map(Into::into).collect(),
         next_cursor,

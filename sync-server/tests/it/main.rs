@@ -12,4 +12,5 @@ mod interop_js;
 mod limits;
 mod redis;
 mod sync;
+mod tasks;
 mod workspaces;
