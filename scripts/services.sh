@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite talks to is installed and running, reusing what already is:
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback), Redis on
-# 127.0.0.1:6379 and the Node.js automerge-repo peers. Idempotent; safe to run on a machine where everything already runs.
+# 127.0.0.1:6379, the Node.js automerge-repo peers, and the schemathesis API fuzzer (PyPI, in a
+# virtualenv under $TASKFLOW_STATE, default ~/.cache/taskflow). Idempotent; safe to run on a machine where everything already runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -73,7 +74,27 @@ ensure_redis() {
     exit 1
 }
 
+# The API fuzzer the tasks tests run against the live server (tests/it/fuzz.rs finds it here).
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local state="${TASKFLOW_STATE:-$HOME/.cache/taskflow}"
+    local venv="$state/venv"
+    if [ -x "$venv/bin/schemathesis" ] &&
+        "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+        return
+    fi
+    if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        say "installing Python"
+        apt_install python3 python3-venv
+    fi
+    say "installing schemathesis $SCHEMATHESIS_VERSION"
+    mkdir -p "$state"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
 ensure_postgres
 drop_stale_test_databases
 ensure_redis
 "$here/js-deps.sh"
+ensure_schemathesis

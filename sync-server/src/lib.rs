@@ -14,6 +14,7 @@
 //!   through the board documents and read from their relational projection.
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
+//! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
 //! - [`openapi`]: the OpenAPI document of the REST routes.
 //! - [`config`]: flags and environment.
 
@@ -26,6 +27,7 @@ pub mod doc;
 pub mod grpc;
 pub mod idempotency;
 pub mod link;
+pub mod nul_guard;
 pub mod openapi;
 pub mod projects;
 pub mod server;

@@ -198,6 +198,8 @@ impl Server {
                 self.shared.clone(),
                 crate::idempotency::layer,
             ))
+            // Outermost: nothing carrying a NUL gets further.
+            .layer(axum::middleware::from_fn(crate::nul_guard::layer))
             .with_state(self.shared.clone())
     }
 

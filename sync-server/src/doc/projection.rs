@@ -5,11 +5,11 @@
 //! Touched tasks are re-read from the merged document, so the rows say what the document now
 //! says whatever the order or concurrency of the edits behind them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::{ChangeHash, Patch, PatchAction, Prop, ReadDoc};
 use sha2::{Digest, Sha256};
-use taskflow_proto::board::{Board, TaskId};
+use taskflow_proto::board::{Board, Column, ColumnId, CommentId, Task, TaskId};
 
 use crate::store::{ProjectionDelta, TaskUpdate};
 
@@ -111,6 +111,68 @@ impl Touched {
     }
 }
 
+/// Longest key (task, column or comment id, label, assignee) the projection indexes. Any client
+/// can write any string into a board; PostgreSQL refuses index entries over about 2.7 kB, and a
+/// refused row would fail the whole commit. A task with a longer id is left out of the
+/// projection, a longer label, assignee, comment or column id is left out of its task's row.
+pub const MAX_KEY_BYTES: usize = 200;
+
+/// PostgreSQL text cannot hold NUL: the projection shows U+FFFD in its place.
+fn clean(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+fn clean_keys(set: &BTreeSet<String>) -> BTreeSet<String> {
+    set.iter()
+        .filter(|k| k.len() <= MAX_KEY_BYTES)
+        .map(|k| clean(k))
+        .collect()
+}
+
+/// The task as the projection can store it, or `None` when its id is too long to index.
+fn storable(task: Task) -> Option<Task> {
+    if task.id.as_str().len() > MAX_KEY_BYTES {
+        tracing::warn!(
+            bytes = task.id.as_str().len(),
+            "a task id too long to index is left out of the projection"
+        );
+        return None;
+    }
+    Some(Task {
+        id: TaskId::new(clean(task.id.as_str())),
+        title: clean(&task.title),
+        description: clean(&task.description),
+        column: ColumnId::new(clean(task.column.as_str())),
+        assignees: clean_keys(&task.assignees),
+        labels: clean_keys(&task.labels),
+        created_by: clean(&task.created_by),
+        comments: task
+            .comments
+            .into_iter()
+            .filter(|c| c.id.as_str().len() <= MAX_KEY_BYTES)
+            .map(|mut c| {
+                c.id = CommentId::new(clean(c.id.as_str()));
+                c.author = clean(&c.author);
+                c.body = clean(&c.body);
+                c
+            })
+            .collect(),
+        ..task
+    })
+}
+
+fn storable_columns(columns: Vec<Column>) -> Vec<Column> {
+    columns
+        .into_iter()
+        .filter(|c| c.id.as_str().len() <= MAX_KEY_BYTES)
+        .map(|c| Column {
+            id: ColumnId::new(clean(c.id.as_str())),
+            name: clean(&c.name),
+            ..c
+        })
+        .collect()
+}
+
 /// The version a task gets when a merge that touched it ends at `heads`: its ETag.
 pub fn version(heads: &[ChangeHash]) -> String {
     let mut sorted = heads.to_vec();
@@ -135,24 +197,27 @@ pub fn delta(doc: &impl ReadDoc, touched: &Touched, heads: &[ChangeHash]) -> Pro
     };
     if touched.columns {
         match Board::read_columns(doc) {
-            Ok(columns) => delta.columns = Some(columns),
+            Ok(columns) => delta.columns = Some(storable_columns(columns)),
             Err(e) => {
                 tracing::warn!(error = %e, "board columns do not read; projection keeps the old ones")
             }
         }
     }
     for (id, parts) in &touched.tasks {
-        match Board::read_task(doc, id) {
+        if id.as_str().len() > MAX_KEY_BYTES {
+            continue;
+        }
+        match Board::read_task(doc, id).map(|t| t.and_then(storable)) {
             Ok(Some(task)) => delta.tasks.push(TaskUpdate {
                 task,
                 assignees: parts.assignees,
                 labels: parts.labels,
                 comments: parts.comments,
             }),
-            Ok(None) => delta.removed.push(id.clone()),
+            Ok(None) => delta.removed.push(TaskId::new(clean(id.as_str()))),
             Err(e) => {
                 tracing::warn!(task = %id, error = %e, "a task does not read; it leaves the projection");
-                delta.removed.push(id.clone());
+                delta.removed.push(TaskId::new(clean(id.as_str())));
             }
         }
     }
@@ -170,7 +235,7 @@ pub fn rebuild(doc: &impl ReadDoc, heads: &[ChangeHash]) -> ProjectionDelta {
     if heads.is_empty() {
         return delta;
     }
-    delta.columns = Board::read_columns(doc).ok();
+    delta.columns = Board::read_columns(doc).ok().map(storable_columns);
     let ids: Vec<TaskId> = match doc.get(automerge::ROOT, "tasks") {
         Ok(Some((automerge::Value::Object(automerge::ObjType::Map), tasks))) => {
             doc.keys(&tasks).map(TaskId::new).collect()
@@ -178,7 +243,7 @@ pub fn rebuild(doc: &impl ReadDoc, heads: &[ChangeHash]) -> ProjectionDelta {
         _ => Vec::new(),
     };
     for id in ids {
-        if let Ok(Some(task)) = Board::read_task(doc, &id) {
+        if let Ok(Some(task)) = Board::read_task(doc, &id).map(|t| t.and_then(storable)) {
             delta.tasks.push(TaskUpdate {
                 task,
                 assignees: true,
@@ -304,6 +369,27 @@ mod tests {
         assert_eq!(delta.removed, vec![TaskId::new("gone")]);
         assert_eq!(delta.version, version(&heads));
         assert_eq!(delta.version.len(), 20);
+    }
+
+    #[test]
+    fn what_the_database_cannot_index_or_hold_is_left_out_or_replaced() {
+        let mut doc = board();
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let mut task = NewTask::titled("nul\0here", "ann");
+        task.id = TaskId::new("t2");
+        task.labels = BTreeSet::from(["ok".to_owned(), long.clone()]);
+        ops::add_task(&mut doc, task, 2).expect("task");
+        let mut hidden = NewTask::titled("hidden", "ann");
+        hidden.id = TaskId::new(long.clone());
+        ops::add_task(&mut doc, hidden, 2).expect("task");
+        let touched = touched_by(&mut doc);
+        let heads = doc.get_heads();
+        let delta = delta(doc.document(), &touched, &heads);
+        assert_eq!(delta.tasks.len(), 1, "the long id is left out");
+        let task = &delta.tasks[0].task;
+        assert_eq!(task.title, "nul\u{FFFD}here");
+        assert_eq!(task.labels, BTreeSet::from(["ok".to_owned()]));
+        assert!(delta.removed.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod crash;
+mod fuzz;
 mod grpc;
 mod http;
 mod interop_js;

@@ -128,3 +128,67 @@ async fn a_member_removed_on_one_node_loses_the_board_on_the_other() {
     a.stop().await;
     b.stop().await;
 }
+
+/// The project view cache lives in Redis: node B caches what A's changes then invalidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_view_cached_on_one_node_follows_changes_made_on_the_other() {
+    let (_db, a, b) = two_nodes().await;
+    let on_a = &a.account;
+    let on_b = a.account.at(b.addr);
+    let (project, id) = on_a.project("Shared view").await.expect("project");
+    let path = format!("/api/v1/projects/{project}");
+    let key = format!(
+        "taskflow:{}:project:{project}",
+        a.shared.storage_id.as_str()
+    );
+    let redis = std::env::var("TASKFLOW_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
+    let mut redis = redis::Client::open(redis)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to Redis");
+    let cached = |redis: &mut redis::aio::MultiplexedConnection| {
+        let key = key.clone();
+        let mut redis = redis.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async::<bool>(&mut redis)
+                .await
+                .expect("EXISTS")
+        }
+    };
+
+    assert_eq!(on_b.get(&path).await.expect("view")["taskCount"], 0);
+    assert!(cached(&mut redis).await, "node B cached the view in Redis");
+
+    on_a.post(
+        "/api/v1/tasks",
+        json!({ "projectId": project, "title": "made on A" }),
+    )
+    .await
+    .expect("create on A");
+    assert!(!cached(&mut redis).await, "the write on A invalidated it");
+    assert_eq!(on_b.get(&path).await.expect("view")["taskCount"], 1);
+
+    let mut peer = a.peer("editor").await.expect("join A");
+    peer.request(id).await.expect("request");
+    peer.until_doc(id, |d| taskflow_proto::board::Board::read(d).is_ok())
+        .await
+        .expect("board");
+    assert_eq!(on_b.get(&path).await.expect("view")["taskCount"], 1);
+    peer.edit(id, |tx| {
+        taskflow_proto::board::ops::add_task(
+            tx,
+            taskflow_proto::board::ops::NewTask::titled("synced to A", "x"),
+            1,
+        )
+        .expect("add");
+    })
+    .await
+    .expect("edit");
+    peer.until_server_has(id).await.expect("stored");
+    assert_eq!(on_b.get(&path).await.expect("view")["taskCount"], 2);
+    a.stop().await;
+    b.stop().await;
+}

@@ -23,6 +23,7 @@ on_both_backends!(
     random_socket_edits_keep_the_projection_equal_to_the_document,
     an_idempotency_key_makes_one_task,
     versions_refuse_writes_based_on_stale_reads,
+    nul_characters_never_break_a_board,
 );
 
 /// One answer: status, headers and JSON body (`null` when empty).
@@ -1181,5 +1182,45 @@ async fn boards_on_the_backlog_are_projected_at_start() {
         .await
         .expect("view");
     assert_eq!(view["columns"].as_array().map(Vec::len), Some(3));
+    server.stop().await;
+}
+
+/// NUL characters cannot be stored as text by PostgreSQL: over REST they are refused with a
+/// clear answer; over the socket they are cleaned where they enter the projection, and the
+/// board keeps working.
+async fn nul_characters_never_break_a_board(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = TestServer::start(db.config()).await;
+    let ann = &server.account;
+    let (project, id) = ann.project("Nul").await.expect("project");
+    let answer = call(
+        ann,
+        Method::POST,
+        "/api/v1/tasks",
+        Some(json!({ "projectId": project, "title": "a\u{0}b" })),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.problem()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "/problems/invalid-input")
+    );
+    let answer = call(ann, Method::GET, "/api/v1/tasks/a%00b", None).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let mut peer = peer_on(ann, "vandal", id).await;
+    peer.edit(id, |tx| {
+        let mut task = NewTask::titled("nul\u{0}title", "x");
+        task.id = TaskId::new("nul-task");
+        task.labels = ["l\u{0}".to_owned(), "k".repeat(5_000)].into();
+        ops::add_task(tx, task, 1).expect("add");
+    })
+    .await
+    .expect("edit");
+    peer.until_server_has(id).await.expect("stored");
+    let task = ann.get("/api/v1/tasks/nul-task").await.expect("read");
+    assert_eq!(task["title"], "nul\u{FFFD}title");
+    assert_eq!(task["labels"], json!(["l\u{FFFD}"]));
+    // The board still takes REST writes.
+    create(ann, json!({ "projectId": project, "title": "after" })).await;
     server.stop().await;
 }
