@@ -20,6 +20,8 @@ use taskflow_testkit::{Account, Peer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod rest;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Target {
     /// Our server (the release binary next to this one, or --server-bin).
@@ -35,6 +37,8 @@ enum Scenario {
     ManyBoards,
     Editing,
     ManyDocs,
+    /// The tasks REST API: POST and GET throughput with clients syncing the board.
+    Rest,
 }
 
 #[derive(Debug, Parser)]
@@ -55,6 +59,20 @@ struct Args {
     /// Path of taskflow-server (default: beside this binary).
     #[arg(long)]
     server_bin: Option<PathBuf>,
+    /// Our server's DATABASE_URL (default: its embedded SQLite in a fresh directory).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `rest`: tasks created over REST, then reads of them.
+    #[arg(long, default_value_t = 2_000)]
+    rest_creates: usize,
+    #[arg(long, default_value_t = 20_000)]
+    rest_reads: usize,
+    /// `rest`: concurrent HTTP clients.
+    #[arg(long, default_value_t = 16)]
+    rest_clients: usize,
+    /// `rest`: sync clients connected to the board, receiving every change.
+    #[arg(long, default_value_t = 10)]
+    watchers: usize,
 }
 
 /// The server under test, in its own process.
@@ -70,7 +88,7 @@ struct ServerUnderTest {
 
 impl ServerUnderTest {
     async fn start(target: Target, dir: &Path, server_bin: &Path) -> anyhow::Result<Self> {
-        Self::start_as(target, dir, server_bin, None).await
+        Self::start_as(target, dir, server_bin, None, None).await
     }
 
     async fn start_as(
@@ -78,12 +96,16 @@ impl ServerUnderTest {
         dir: &Path,
         server_bin: &Path,
         account: Option<Account>,
+        database_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let mut command = match target {
             Target::Ours => {
                 let mut c = Command::new(server_bin);
                 c.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
                 c.env("TASKFLOW_LOG", "warn").env_remove("DATABASE_URL");
+                if let Some(url) = database_url {
+                    c.arg("--database-url").arg(url);
+                }
                 c
             }
             Target::Js => {
@@ -150,6 +172,7 @@ impl ServerUnderTest {
             &self.dir,
             &self.server_bin,
             self.account.take(),
+            None,
         )
         .await
     }
@@ -484,6 +507,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Scenario::ManyDocs) {
         many_docs_scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    if run(Scenario::Rest) && args.target == Target::Ours {
+        rest::scenario(&args, &fresh_dir()?, &bin).await?;
     }
     Ok(())
 }

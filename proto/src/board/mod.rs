@@ -20,6 +20,7 @@
 
 pub mod ops;
 pub mod order;
+pub mod order_index;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -27,6 +28,7 @@ use std::fmt;
 use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 pub use order::OrderKey;
+pub use order_index::OrderIndex;
 
 /// The schema version this code writes and understands.
 pub const SCHEMA_VERSION: u64 = 1;

@@ -327,7 +327,7 @@ impl Actor {
             return Ok(());
         };
         let now = now_ms();
-        match state.edit(actor, |tx| edit::apply(tx, edit, &user, now)) {
+        match state.edit(actor, |tx, index| edit::apply(tx, edit, &user, now, index)) {
             Some(Ok((task, comment))) => self.edits_done.push(EditDone {
                 reply,
                 task,

@@ -4,7 +4,7 @@
 use automerge::ChangeHash;
 use automerge::transaction::Transactable;
 use taskflow_proto::board::ops::{self, NewTask, Position, TaskEdit};
-use taskflow_proto::board::{Board, ColumnId, CommentId, SchemaError, TaskId};
+use taskflow_proto::board::{Board, ColumnId, CommentId, OrderIndex, SchemaError, TaskId};
 
 /// One edit, as one change to the board.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +65,14 @@ pub enum EditError {
     Unavailable,
 }
 
-/// Applies `edit` as `user` at `now` (ms) inside a transaction.
+/// Applies `edit` as `user` at `now` (ms) inside a transaction. `index` (the document's cards
+/// in order) places cards without scanning the board; where it cannot tell, `ops` decides.
 pub fn apply<D: Transactable>(
     doc: &mut D,
     edit: BoardEdit,
     user: &str,
     now: i64,
+    index: &OrderIndex,
 ) -> Result<(TaskId, Option<CommentId>), EditError> {
     let subject = edit.task().clone();
     let schema_error = |e: SchemaError| match e {
@@ -88,6 +90,16 @@ pub fn apply<D: Transactable>(
                 return Err(EditError::TaskExists(task.id));
             }
             task.created_by = user.to_owned();
+            let column = match &task.column {
+                Some(column) => Some(column.clone()),
+                None => Board::read_columns(doc)
+                    .map_err(schema_error)?
+                    .first()
+                    .map(|c| c.id.clone()),
+            };
+            if let Some(key) = column.and_then(|c| index.key_for(&c, &task.position, None)) {
+                task.position = Position::AtKey(key);
+            }
             let id = ops::add_task(doc, task, now).map_err(schema_error)?;
             Ok((id, None))
         }
@@ -105,6 +117,10 @@ pub fn apply<D: Transactable>(
             }
             if let Some((column, position)) = place {
                 let column = column.unwrap_or_else(|| current.column.clone());
+                let position = match index.key_for(&column, &position, Some(&id)) {
+                    Some(key) => Position::AtKey(key),
+                    None => position,
+                };
                 ops::move_task(doc, &id, &column, position, now).map_err(schema_error)?;
             }
             if let Some(archived) = archived.filter(|a| *a != current.archived) {
@@ -132,6 +148,17 @@ mod tests {
 
     use super::*;
 
+    /// Applies with the document's own order index, as the actor does.
+    fn run(
+        doc: &mut AutoCommit,
+        edit: BoardEdit,
+        user: &str,
+        now: i64,
+    ) -> Result<(TaskId, Option<CommentId>), EditError> {
+        let index = OrderIndex::build(doc);
+        apply(doc, edit, user, now, &index)
+    }
+
     fn board_with(task: &str) -> AutoCommit {
         let mut doc = AutoCommit::new();
         ops::create_board(&mut doc, "b").expect("board");
@@ -146,7 +173,7 @@ mod tests {
         let mut doc = board_with("t1");
         let mut task = NewTask::titled("two", "ignored");
         task.id = TaskId::new("t2");
-        apply(&mut doc, BoardEdit::AddTask(task), "u1", 5).expect("add");
+        run(&mut doc, BoardEdit::AddTask(task), "u1", 5).expect("add");
         let read = Board::read_task(&doc, &TaskId::new("t2"))
             .expect("read")
             .expect("there");
@@ -161,7 +188,7 @@ mod tests {
             ..NewTask::titled("again", "u1")
         };
         assert_eq!(
-            apply(&mut doc, BoardEdit::AddTask(task), "u1", 2),
+            run(&mut doc, BoardEdit::AddTask(task), "u1", 2),
             Err(EditError::TaskExists(TaskId::new("t1")))
         );
     }
@@ -176,16 +203,16 @@ mod tests {
             archived: None,
         };
         assert_eq!(
-            apply(&mut doc, update("nope", None, Position::Top), "u1", 2),
+            run(&mut doc, update("nope", None, Position::Top), "u1", 2),
             Err(EditError::NoTask(TaskId::new("nope")))
         );
         assert_eq!(
-            apply(&mut doc, update("t1", Some("zzz"), Position::Top), "u1", 2),
+            run(&mut doc, update("t1", Some("zzz"), Position::Top), "u1", 2),
             Err(EditError::NoColumn(ColumnId::new("zzz")))
         );
         let before = Position::Before(TaskId::new("elsewhere"));
         assert_eq!(
-            apply(&mut doc, update("t1", Some("done"), before), "u1", 2),
+            run(&mut doc, update("t1", Some("done"), before), "u1", 2),
             Err(EditError::NoNeighbour(TaskId::new("elsewhere")))
         );
     }
@@ -202,7 +229,7 @@ mod tests {
             place: Some((Some(ColumnId::new("done")), Position::Top)),
             archived: Some(true),
         };
-        apply(&mut doc, edit, "u1", 9).expect("update");
+        run(&mut doc, edit, "u1", 9).expect("update");
         let task = Board::read_task(&doc, &TaskId::new("t1"))
             .expect("read")
             .expect("there");
@@ -220,7 +247,7 @@ mod tests {
             id: CommentId::new("c1"),
             body: "looks good".into(),
         };
-        apply(&mut doc, edit, "u1", 3).expect("comment");
+        run(&mut doc, edit, "u1", 3).expect("comment");
         let task = Board::read_task(&doc, &TaskId::new("t1"))
             .expect("read")
             .expect("there");

@@ -51,6 +51,16 @@ impl Touched {
         !self.everything && !self.columns && self.tasks.is_empty()
     }
 
+    /// Adds what `other` touched.
+    pub fn absorb(&mut self, other: Touched) {
+        self.everything |= other.everything;
+        self.columns |= other.columns;
+        for (id, parts) in other.tasks {
+            let entry = self.tasks.entry(id).or_default();
+            *entry = entry.union(parts);
+        }
+    }
+
     /// Folds in the patches of one applied change set.
     pub fn record(&mut self, patches: &[Patch]) {
         for patch in patches {

@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, BloomFilter, ChunkList, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::transaction::Transaction;
-use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, PatchLog, ReadDoc};
+use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, Patch, PatchLog, ReadDoc};
 use sha2::{Digest, Sha256};
 use taskflow_proto::PeerId;
+use taskflow_proto::board::OrderIndex;
 
 use super::projection::Touched;
 use crate::link::{ConnId, PeerLink};
@@ -74,6 +75,9 @@ pub struct DocState {
     ephemeral_seen: HashMap<(PeerId, String), u64>,
     /// What the changes not yet persisted touched (from their patches), for the projection.
     touched: Touched,
+    /// Every column's cards in order, for placing cards without scanning the board; built on
+    /// the first server-side edit, kept current from patches, dropped with the document.
+    order_index: Option<OrderIndex>,
 }
 
 impl std::fmt::Debug for DocState {
@@ -261,6 +265,7 @@ impl DocState {
             peers: BTreeMap::new(),
             ephemeral_seen: HashMap::new(),
             touched: Touched::default(),
+            order_index: None,
         }
     }
 
@@ -276,6 +281,7 @@ impl DocState {
 
     pub fn materialise(&mut self, doc: Automerge) {
         self.doc = Some(doc);
+        self.order_index = None;
     }
 
     /// Drops the in-memory document when nothing depends on it: every change stored and every
@@ -289,6 +295,7 @@ impl DocState {
                 .all(|p| p.in_sync_at(heads) || (p.sent_whole_doc && p.their_heads_empty()));
         if quiet && self.doc.is_some() && !heads.is_empty() {
             self.doc = None;
+            self.order_index = None;
             return true;
         }
         false
@@ -357,19 +364,20 @@ impl DocState {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
         };
+        let mut received = Ok(());
+        let mut patches = Vec::new();
         match self.doc.as_mut() {
             Some(doc) => {
                 let before = doc.get_heads();
                 let mut log = PatchLog::active();
-                let received =
-                    doc.receive_sync_message_log_patches(&mut peer.state, message, &mut log);
+                received = doc.receive_sync_message_log_patches(&mut peer.state, message, &mut log);
                 if received.is_ok() {
-                    self.touched.record(&doc.make_patches(&mut log));
+                    patches = doc.make_patches(&mut log);
                 } else if doc.get_heads() != before {
                     // Part of the message applied and its patches are lost: re-read it all.
                     self.touched.everything = true;
+                    self.order_index = None;
                 }
-                received?;
             }
             None => receive_heads_only(&mut peer.state, message, &self.stored.heads),
         }
@@ -383,7 +391,23 @@ impl DocState {
             peer.supports_v2 = true;
             capabilities.retain(|c| c != &sync::Capability::MessageV2);
         }
+        received?;
+        self.note(&patches);
         Ok(())
+    }
+
+    /// Records what an applied change set touched, and keeps the order index current.
+    fn note(&mut self, patches: &[Patch]) {
+        let mut touched = Touched::default();
+        touched.record(patches);
+        if touched.everything {
+            self.order_index = None;
+        } else if let (Some(index), Some(doc)) = (self.order_index.as_mut(), self.doc.as_ref()) {
+            for id in touched.tasks.keys() {
+                index.refresh(doc, id);
+            }
+        }
+        self.touched.absorb(touched);
     }
 
     /// Runs `edit` as one change by `actor` (a user's server-side actor id), noting what it
@@ -391,18 +415,19 @@ impl DocState {
     pub fn edit<O, E>(
         &mut self,
         actor: ActorId,
-        edit: impl FnOnce(&mut Transaction<'_>) -> Result<O, E>,
+        edit: impl FnOnce(&mut Transaction<'_>, &OrderIndex) -> Result<O, E>,
     ) -> Option<Result<O, E>> {
         let doc = self.doc.as_mut()?;
+        let index = self
+            .order_index
+            .get_or_insert_with(|| OrderIndex::build(&*doc));
         doc.set_actor(actor);
-        Some(match doc.transact_and_log_patches(edit) {
-            Ok(mut success) => {
-                self.touched
-                    .record(&doc.make_patches(&mut success.patch_log));
-                Ok(success.result)
-            }
-            Err(failure) => Err(failure.error),
-        })
+        let (result, patches) = match doc.transact_and_log_patches(|tx| edit(tx, index)) {
+            Ok(mut success) => (Ok(success.result), doc.make_patches(&mut success.patch_log)),
+            Err(failure) => (Err(failure.error), Vec::new()),
+        };
+        self.note(&patches);
+        Some(result)
     }
 
     /// What the changes since the last call touched.
