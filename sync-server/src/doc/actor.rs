@@ -527,7 +527,7 @@ impl Actor {
         let Some(state) = self.state.as_mut() else {
             return ProjectionDelta::default();
         };
-        let touched = state.take_touched();
+        let touched = state.touched_since_stored();
         match state.doc() {
             Some(doc) if self.reproject => projection::rebuild(doc, heads),
             Some(doc) => projection::delta(doc, &touched, heads),

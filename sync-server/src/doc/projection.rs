@@ -1,13 +1,17 @@
 //! From merged changes to projection rows, without I/O: which parts of the board the changes
-//! touched (read off the patches automerge logs while applying them — never a diff of whole
-//! documents), then those tasks and columns as they now read ([`delta`]).
+//! touched, read off the changes' own operations (each operation's object located by its path
+//! of parents, never by walking the document), then those tasks and columns as they now read
+//! ([`delta`]).
 //!
 //! Touched tasks are re-read from the merged document, so the rows say what the document now
-//! says whatever the order or concurrency of the edits behind them.
+//! says whatever the order or concurrency of the edits behind them. (Automerge's patches would
+//! name the same things, but building them walks every entry of each parent map: every task of
+//! the board, for each change to one of them.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use automerge::{ChangeHash, Patch, PatchAction, Prop, ReadDoc};
+use automerge::legacy::{Key, ObjectId, OpId};
+use automerge::{Automerge, Change, ChangeHash, Prop, ReadDoc};
 use sha2::{Digest, Sha256};
 use taskflow_proto::board::{Board, Column, ColumnId, CommentId, Task, TaskId};
 
@@ -37,35 +41,49 @@ impl Parts {
     }
 }
 
-/// What a run of merged changes touched, accumulated over a batch.
+/// What a run of merged changes touched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Touched {
-    /// Everything must be re-read (the task map itself was replaced, or the patches were lost).
+    /// Everything must be re-read (the task map itself was replaced).
     pub everything: bool,
     pub columns: bool,
     pub tasks: BTreeMap<TaskId, Parts>,
 }
+
+/// The keys from the root down to an object (`""` for a list position).
+type ObjectPath = Option<Vec<String>>;
 
 impl Touched {
     pub fn is_empty(&self) -> bool {
         !self.everything && !self.columns && self.tasks.is_empty()
     }
 
-    /// Adds what `other` touched.
-    pub fn absorb(&mut self, other: Touched) {
-        self.everything |= other.everything;
-        self.columns |= other.columns;
-        for (id, parts) in other.tasks {
-            let entry = self.tasks.entry(id).or_default();
-            *entry = entry.union(parts);
+    /// What `changes`, all applied to `doc`, touched.
+    pub fn of_changes(doc: &Automerge, changes: &[Change]) -> Touched {
+        let mut touched = Touched::default();
+        let mut paths: HashMap<(u64, automerge::ActorId), ObjectPath> = HashMap::new();
+        for change in changes {
+            for op in change.decode().operations {
+                let mut keys = match &op.obj {
+                    ObjectId::Root => Vec::new(),
+                    ObjectId::Id(OpId(counter, actor)) => {
+                        let path = paths
+                            .entry((*counter, actor.clone()))
+                            .or_insert_with(|| path_of(doc, *counter, actor));
+                        match path {
+                            Some(path) => path.clone(),
+                            // Not an object of this document: nothing of the board.
+                            None => continue,
+                        }
+                    }
+                };
+                if let Key::Map(key) = &op.key {
+                    keys.push(key.to_string());
+                }
+                touched.classify(&keys);
+            }
         }
-    }
-
-    /// Folds in the patches of one applied change set.
-    pub fn record(&mut self, patches: &[Patch]) {
-        for patch in patches {
-            self.record_one(patch);
-        }
+        touched
     }
 
     fn touch(&mut self, task: &str, parts: Parts) {
@@ -73,23 +91,9 @@ impl Touched {
         *entry = entry.union(parts);
     }
 
-    fn record_one(&mut self, patch: &Patch) {
-        // The keys from the root down to the changed property.
-        let mut keys: Vec<&str> = Vec::with_capacity(patch.path.len() + 1);
-        for (_, prop) in &patch.path {
-            match prop {
-                Prop::Map(key) => keys.push(key),
-                // Inside a list: only `columns` holds one, and its position is all we need.
-                Prop::Seq(_) => keys.push(""),
-            }
-        }
-        match &patch.action {
-            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => keys.push(key),
-            PatchAction::Conflict {
-                prop: Prop::Map(key),
-            } => keys.push(key),
-            _ => {}
-        }
+    /// Notes a change at `keys` (root first) of the board.
+    fn classify(&mut self, keys: &[String]) {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         match keys.as_slice() {
             ["tasks"] => self.everything = true,
             ["tasks", task] => self.touch(task, Parts::ALL),
@@ -119,6 +123,21 @@ impl Touched {
             _ => {}
         }
     }
+}
+
+/// Where the object made by operation `counter@actor` sits: the keys from the root to it.
+fn path_of(doc: &Automerge, counter: u64, actor: &automerge::ActorId) -> ObjectPath {
+    let object = doc.import_obj(&format!("{counter}@{actor}")).ok()?;
+    let mut keys: Vec<String> = doc
+        .parents(&object)
+        .ok()?
+        .map(|parent| match parent.prop {
+            Prop::Map(key) => key,
+            Prop::Seq(_) => String::new(),
+        })
+        .collect();
+    keys.reverse();
+    Some(keys)
 }
 
 /// Longest key (task, column or comment id, label, assignee) the projection indexes. Any client
@@ -276,7 +295,7 @@ mod tests {
 
     use super::*;
 
-    /// A board with one task "t1"; the patch cursor is past its creation.
+    /// A board with one task "t1"; the diff cursor is past its creation.
     fn board() -> AutoCommit {
         let mut doc = AutoCommit::new();
         ops::create_board(&mut doc, "b").expect("board");
@@ -287,9 +306,12 @@ mod tests {
         doc
     }
 
+    /// What the changes since the last call touched.
     fn touched_by(doc: &mut AutoCommit) -> Touched {
-        let mut touched = Touched::default();
-        touched.record(&doc.diff_incremental());
+        let since = doc.diff_cursor();
+        let changes = doc.get_changes(&since);
+        let touched = Touched::of_changes(doc.document(), &changes);
+        doc.update_diff_cursor();
         touched
     }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, BloomFilter, ChunkList, Have, MessageFlags, MessageVersion, SyncDoc};
 use automerge::transaction::Transaction;
-use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, Patch, PatchLog, ReadDoc};
+use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, ReadDoc};
 use sha2::{Digest, Sha256};
 use taskflow_proto::PeerId;
 use taskflow_proto::board::OrderIndex;
@@ -73,11 +73,10 @@ pub struct DocState {
     stored: StoredDoc,
     peers: BTreeMap<ConnId, PeerSync>,
     ephemeral_seen: HashMap<(PeerId, String), u64>,
-    /// What the changes not yet persisted touched (from their patches), for the projection.
-    touched: Touched,
-    /// Every column's cards in order, for placing cards without scanning the board; built on
-    /// the first server-side edit, kept current from patches, dropped with the document.
-    order_index: Option<OrderIndex>,
+    /// Every column's cards in order, for placing cards without scanning the board, and the
+    /// heads it reflects; built on the first server-side edit, brought up to date from the
+    /// changes since before each, dropped with the document.
+    order_index: Option<(OrderIndex, Vec<ChangeHash>)>,
 }
 
 impl std::fmt::Debug for DocState {
@@ -264,7 +263,6 @@ impl DocState {
             stored,
             peers: BTreeMap::new(),
             ephemeral_seen: HashMap::new(),
-            touched: Touched::default(),
             order_index: None,
         }
     }
@@ -364,21 +362,8 @@ impl DocState {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return Ok(());
         };
-        let mut received = Ok(());
-        let mut patches = Vec::new();
         match self.doc.as_mut() {
-            Some(doc) => {
-                let before = doc.get_heads();
-                let mut log = PatchLog::active();
-                received = doc.receive_sync_message_log_patches(&mut peer.state, message, &mut log);
-                if received.is_ok() {
-                    patches = doc.make_patches(&mut log);
-                } else if doc.get_heads() != before {
-                    // Part of the message applied and its patches are lost: re-read it all.
-                    self.touched.everything = true;
-                    self.order_index = None;
-                }
-            }
+            Some(doc) => doc.receive_sync_message(&mut peer.state, message)?,
             None => receive_heads_only(&mut peer.state, message, &self.stored.heads),
         }
         // Automerge re-sends the whole document whenever the changes due exceed a third of the
@@ -391,48 +376,49 @@ impl DocState {
             peer.supports_v2 = true;
             capabilities.retain(|c| c != &sync::Capability::MessageV2);
         }
-        received?;
-        self.note(&patches);
         Ok(())
     }
 
-    /// Records what an applied change set touched, and keeps the order index current.
-    fn note(&mut self, patches: &[Patch]) {
-        let mut touched = Touched::default();
-        touched.record(patches);
-        if touched.everything {
-            self.order_index = None;
-        } else if let (Some(index), Some(doc)) = (self.order_index.as_mut(), self.doc.as_ref()) {
-            for id in touched.tasks.keys() {
-                index.refresh(doc, id);
-            }
-        }
-        self.touched.absorb(touched);
-    }
-
-    /// Runs `edit` as one change by `actor` (a user's server-side actor id), noting what it
-    /// touched. Nothing changes when `edit` fails. Needs the materialised document.
+    /// Runs `edit` as one change by `actor` (a user's server-side actor id), with the order
+    /// index brought up to date. Nothing changes when `edit` fails. Needs the materialised
+    /// document.
     pub fn edit<O, E>(
         &mut self,
         actor: ActorId,
         edit: impl FnOnce(&mut Transaction<'_>, &OrderIndex) -> Result<O, E>,
     ) -> Option<Result<O, E>> {
         let doc = self.doc.as_mut()?;
-        let index = self
-            .order_index
-            .get_or_insert_with(|| OrderIndex::build(&*doc));
-        doc.set_actor(actor);
-        let (result, patches) = match doc.transact_and_log_patches(|tx| edit(tx, index)) {
-            Ok(mut success) => (Ok(success.result), doc.make_patches(&mut success.patch_log)),
-            Err(failure) => (Err(failure.error), Vec::new()),
+        let heads = doc.get_heads();
+        let index = match self.order_index.take() {
+            Some((index, at)) if at == heads => index,
+            Some((mut index, at)) => {
+                let touched = Touched::of_changes(doc, &doc.get_changes(&at));
+                if touched.everything {
+                    OrderIndex::build(&*doc)
+                } else {
+                    for id in touched.tasks.keys() {
+                        index.refresh(&*doc, id);
+                    }
+                    index
+                }
+            }
+            None => OrderIndex::build(&*doc),
         };
-        self.note(&patches);
+        doc.set_actor(actor);
+        let result = doc
+            .transact(|tx| edit(tx, &index))
+            .map(|success| success.result)
+            .map_err(|failure| failure.error);
+        self.order_index = Some((index, heads));
         Some(result)
     }
 
-    /// What the changes since the last call touched.
-    pub fn take_touched(&mut self) -> Touched {
-        std::mem::take(&mut self.touched)
+    /// What the changes the store does not hold yet touched, for the projection.
+    pub fn touched_since_stored(&self) -> Touched {
+        match &self.doc {
+            Some(doc) => Touched::of_changes(doc, &doc.get_changes(&self.stored.heads)),
+            None => Touched::default(),
+        }
     }
 
     /// Changes in memory that the store does not hold yet.
