@@ -297,7 +297,7 @@ impl Actor {
         if_match: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Applied, EditError>>,
     ) -> Result<(), Fatal> {
-        if !self.state.as_ref().is_some_and(|s| !s.is_empty()) {
+        if self.state.as_ref().is_none_or(|s| s.is_empty()) {
             let _ = reply.send(Err(EditError::NoBoard));
             return Ok(());
         }
@@ -524,13 +524,14 @@ impl Actor {
 
     /// The projection rows for what was applied since the last flush.
     fn projection(&mut self, heads: &[ChangeHash]) -> ProjectionDelta {
-        let Some(state) = self.state.as_mut() else {
+        let Some(state) = self.state.as_ref() else {
             return ProjectionDelta::default();
         };
-        let touched = state.touched_since_stored();
+        // A board's first upload is all new: read it whole rather than change by change.
+        let whole = self.reproject || state.stored().heads.is_empty();
         match state.doc() {
-            Some(doc) if self.reproject => projection::rebuild(doc, heads),
-            Some(doc) => projection::delta(doc, &touched, heads),
+            Some(doc) if whole => projection::rebuild(doc, heads),
+            Some(doc) => projection::delta(doc, &state.touched_since_stored(), heads),
             None => ProjectionDelta::default(),
         }
     }

@@ -465,7 +465,7 @@ async fn random_socket_edits_keep_the_projection_equal_to_the_document(backend: 
         .expect("register");
     ann.add_member(&bob, "member").await.expect("add bob");
     let (project, id) = ann.project("Random").await.expect("project");
-    let mut peers = vec![
+    let mut peers = [
         peer_on(ann, "ann-1", id).await,
         peer_on(ann, "ann-2", id).await,
         peer_on(&bob, "bob-1", id).await,
