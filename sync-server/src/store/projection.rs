@@ -44,7 +44,9 @@ pub struct TaskUpdate {
 
 /// Writes a [`ProjectionDelta`] for one document through `$conn` (a `&mut` connection inside
 /// the caller's transaction); `$sql` rewrites placeholders for the backend, as in `with_pool!`.
-/// Evaluates to a future of `Result<(), sqlx::Error>`.
+/// Evaluates to a future of `Result<(), sqlx::Error>`. A failure here fails the commit of the
+/// changes too, so nothing a client can write may fail it: rows whose keys repeat (two comments
+/// claiming one id, say) are skipped with `ON CONFLICT DO NOTHING`.
 macro_rules! write_projection {
     ($conn:expr, $sql:ident, $document:expr, $delta:expr) => {{
         let conn = $conn;
@@ -67,7 +69,7 @@ macro_rules! write_projection {
                 for (position, column) in columns.iter().enumerate() {
                     sqlx::query(&$sql(
                         "INSERT INTO board_columns (document_id, id, name, position, wip_limit)
-                         VALUES ($1, $2, $3, $4, $5)",
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     ))
                     .bind(document)
                     .bind(column.id.as_str())
@@ -139,7 +141,8 @@ macro_rules! write_projection {
                     .await?;
                     for value in values {
                         sqlx::query(&$sql(&format!(
-                            "INSERT INTO {table} (document_id, task_id, {column}) VALUES ($1, $2, $3)"
+                            "INSERT INTO {table} (document_id, task_id, {column}) VALUES ($1, $2, $3)
+                             ON CONFLICT DO NOTHING"
                         )))
                         .bind(document)
                         .bind(t.id.as_str())
@@ -159,7 +162,7 @@ macro_rules! write_projection {
                     for c in &t.comments {
                         sqlx::query(&$sql(
                             "INSERT INTO task_comments (document_id, task_id, id, author, body, created_at)
-                             VALUES ($1, $2, $3, $4, $5, $6)",
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                         ))
                         .bind(document)
                         .bind(t.id.as_str())

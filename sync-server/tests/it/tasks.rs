@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use automerge::ReadDoc;
+use automerge::transaction::Transactable;
+use automerge::{ObjType, ROOT, ReadDoc, ScalarValue};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
@@ -23,7 +24,7 @@ on_both_backends!(
     random_socket_edits_keep_the_projection_equal_to_the_document,
     an_idempotency_key_makes_one_task,
     versions_refuse_writes_based_on_stale_reads,
-    nul_characters_never_break_a_board,
+    vandalised_boards_never_break_the_projection,
 );
 
 /// One answer: status, headers and JSON body (`null` when empty).
@@ -1185,10 +1186,12 @@ async fn boards_on_the_backlog_are_projected_at_start() {
     server.stop().await;
 }
 
-/// NUL characters cannot be stored as text by PostgreSQL: over REST they are refused with a
-/// clear answer; over the socket they are cleaned where they enter the projection, and the
-/// board keeps working.
-async fn nul_characters_never_break_a_board(backend: Backend) {
+/// Whatever a client writes into a board, the projection's commit cannot fail (it would fail
+/// the changes with it): NUL characters, which PostgreSQL cannot store as text, are refused over
+/// REST and cleaned when they come over the socket; over-long keys stay out of the indexes;
+/// keys that repeat (two comments claiming one id, columns that clean to one id) are written
+/// once. The board keeps working throughout.
+async fn vandalised_boards_never_break_the_projection(backend: Backend) {
     let db = TestDb::new(backend).await;
     let server = TestServer::start(db.config()).await;
     let ann = &server.account;
@@ -1213,6 +1216,40 @@ async fn nul_characters_never_break_a_board(backend: Backend) {
         task.id = TaskId::new("nul-task");
         task.labels = ["l\u{0}".to_owned(), "k".repeat(5_000)].into();
         ops::add_task(tx, task, 1).expect("add");
+        let tasks = match tx.get(ROOT, "tasks").expect("tasks") {
+            Some((_, tasks)) => tasks,
+            None => panic!("no tasks"),
+        };
+        let task = match tx.get(&tasks, "nul-task").expect("task") {
+            Some((_, task)) => task,
+            None => panic!("no task"),
+        };
+        let comments = match tx.get(&task, "comments").expect("comments") {
+            Some((_, comments)) => comments,
+            None => panic!("no comments"),
+        };
+        for key in ["k1", "k2"] {
+            let comment = tx
+                .put_object(&comments, key, ObjType::Map)
+                .expect("comment");
+            tx.put(&comment, "id", "same").expect("id");
+            tx.put(&comment, "author", "x").expect("author");
+            tx.put(&comment, "body", key).expect("body");
+            tx.put(&comment, "createdAt", ScalarValue::Timestamp(1))
+                .expect("at");
+        }
+        let columns = match tx.get(ROOT, "columns").expect("columns") {
+            Some((_, columns)) => columns,
+            None => panic!("no columns"),
+        };
+        for id in ["c\u{0}", "c\u{FFFD}"] {
+            let at = tx.length(&columns);
+            let column = tx
+                .insert_object(&columns, at, ObjType::Map)
+                .expect("column");
+            tx.put(&column, "id", id).expect("id");
+            tx.put(&column, "name", "Twin").expect("name");
+        }
     })
     .await
     .expect("edit");
@@ -1220,6 +1257,23 @@ async fn nul_characters_never_break_a_board(backend: Backend) {
     let task = ann.get("/api/v1/tasks/nul-task").await.expect("read");
     assert_eq!(task["title"], "nul\u{FFFD}title");
     assert_eq!(task["labels"], json!(["l\u{FFFD}"]));
+    assert_eq!(task["commentCount"], 2, "the document holds two");
+    let comments = ann
+        .get("/api/v1/tasks/nul-task/comments")
+        .await
+        .expect("comments");
+    assert_eq!(comments["comments"].as_array().map(Vec::len), Some(1));
+    let view = ann
+        .get(&format!("/api/v1/projects/{project}"))
+        .await
+        .expect("view");
+    let twins = view["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["name"] == "Twin")
+        .count();
+    assert_eq!(twins, 1);
     // The board still takes REST writes.
     create(ann, json!({ "projectId": project, "title": "after" })).await;
     server.stop().await;
