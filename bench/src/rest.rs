@@ -6,13 +6,14 @@
 //! them back `--rest-reads` times with `GET /api/v1/tasks/{id}`. Reported per phase:
 //! throughput, latency p50 / p99 and the server's CPU; and when every watcher held every task.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use automerge::ReadDoc;
 use taskflow_proto::board::Board;
-use tokio::sync::Mutex;
 
 use super::{Args, ServerUnderTest, Target, connect, ms, report};
 
@@ -76,32 +77,15 @@ pub async fn scenario(
     let base = account.base.clone();
     let token = account.access_token.clone();
 
-    // POST: each client takes the next request number until all are made.
-    let next = Arc::new(Mutex::new(0usize));
-    let ids = Arc::new(Mutex::new(Vec::with_capacity(creates)));
-    let cpu_before = server.cpu_seconds();
-    let began = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.rest_clients {
-        let (http, base, token, project) =
-            (http.clone(), base.clone(), token.clone(), project.clone());
-        let (next, ids) = (next.clone(), ids.clone());
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let n = {
-                    let mut next = next.lock().await;
-                    if *next >= creates {
-                        break;
-                    }
-                    *next += 1;
-                    *next
-                };
-                let body = serde_json::json!({
-                    "projectId": project, "title": format!("Task {n} made over REST"),
-                    "labels": ["bench"], "priority": "medium"
-                });
-                let sent = Instant::now();
+    let post = {
+        let (http, base, token, project) = (http.clone(), base.clone(), token.clone(), project);
+        move |n: usize| {
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            let body = serde_json::json!({
+                "projectId": project, "title": format!("Task {n} made over REST"),
+                "labels": ["bench"], "priority": "medium"
+            });
+            async move {
                 let response = http
                     .post(format!("{base}/api/v1/tasks"))
                     .bearer_auth(&token)
@@ -116,21 +100,15 @@ pub async fn scenario(
                     );
                 }
                 let task: serde_json::Value = response.json().await?;
-                latencies.push(sent.elapsed());
-                let id = task["id"]
+                task["id"]
                     .as_str()
-                    .ok_or_else(|| anyhow!("no id"))?
-                    .to_owned();
-                ids.lock().await.push(id);
+                    .map(str::to_owned)
+                    .ok_or_else(|| anyhow!("no id"))
             }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await??);
-    }
-    let elapsed = began.elapsed();
+        }
+    };
+    let cpu_before = server.cpu_seconds();
+    let (latencies, ids, elapsed) = drive(args.rest_clients, creates, post).await?;
     let cpu = server.cpu_seconds() - cpu_before;
     report_phase(
         t,
@@ -156,47 +134,25 @@ pub async fn scenario(
     );
 
     // GET: reads spread over the created tasks.
-    let ids = Arc::new(ids.lock().await.clone());
-    let reads = args.rest_reads;
-    let next = Arc::new(Mutex::new(0usize));
-    let cpu_before = server.cpu_seconds();
-    let began = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.rest_clients {
+    let ids = Arc::new(ids);
+    let get = move |n: usize| {
         let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        let (next, ids) = (next.clone(), ids.clone());
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let n = {
-                    let mut next = next.lock().await;
-                    if *next >= reads {
-                        break;
-                    }
-                    *next += 1;
-                    *next
-                };
-                let id = &ids[n * 7919 % ids.len()];
-                let sent = Instant::now();
-                let response = http
-                    .get(format!("{base}/api/v1/tasks/{id}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await?;
-                if response.status() != reqwest::StatusCode::OK {
-                    bail!("GET answered {}", response.status());
-                }
-                response.bytes().await?;
-                latencies.push(sent.elapsed());
+        let id = ids[n * 7919 % ids.len()].clone();
+        async move {
+            let response = http
+                .get(format!("{base}/api/v1/tasks/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await?;
+            if response.status() != reqwest::StatusCode::OK {
+                bail!("GET answered {}", response.status());
             }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await??);
-    }
-    let elapsed = began.elapsed();
+            response.bytes().await?;
+            Ok(())
+        }
+    };
+    let cpu_before = server.cpu_seconds();
+    let (latencies, _, elapsed) = drive(args.rest_clients, args.rest_reads, get).await?;
     let cpu = server.cpu_seconds() - cpu_before;
     report_phase(
         t,
@@ -208,6 +164,47 @@ pub async fn scenario(
         cpu,
     );
     Ok(())
+}
+
+/// Makes requests 1 to `count` from `clients` concurrent workers, each taking the next number
+/// when its last request is answered; each request's latency, what each answered, and the
+/// time it all took.
+async fn drive<T, Fut>(
+    clients: usize,
+    count: usize,
+    request: impl Fn(usize) -> Fut + Clone + Send + 'static,
+) -> anyhow::Result<(Vec<Duration>, Vec<T>, Duration)>
+where
+    T: Send + 'static,
+    Fut: Future<Output = anyhow::Result<T>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(1));
+    let began = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (next, request) = (next.clone(), request.clone());
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n > count {
+                        return Ok::<_, anyhow::Error>(done);
+                    }
+                    let sent = Instant::now();
+                    let answer = request(n).await?;
+                    done.push((sent.elapsed(), answer));
+                }
+            })
+        })
+        .collect();
+    let (mut latencies, mut answers) = (Vec::new(), Vec::new());
+    for worker in workers {
+        for (latency, answer) in worker.await?? {
+            latencies.push(latency);
+            answers.push(answer);
+        }
+    }
+    Ok((latencies, answers, began.elapsed()))
 }
 
 fn task_count(doc: &automerge::Automerge) -> usize {

@@ -272,6 +272,21 @@ pub struct CommentRecord {
     pub created_at: i64,
 }
 
+const COMMENT_COLUMNS: &str = "SELECT id, task_id, author, body, created_at FROM task_comments";
+
+/// Reads one `COMMENT_COLUMNS` row (same column order on both backends).
+macro_rules! comment_record {
+    ($r:expr) => {
+        CommentRecord {
+            id: $r.get(0),
+            task_id: $r.get(1),
+            author: $r.get(2),
+            body: $r.get(3),
+            created_at: $r.get(4),
+        }
+    };
+}
+
 /// `%` and `_` match themselves in a `LIKE … ESCAPE '\'` pattern.
 fn like_pattern(text: &str) -> String {
     let mut out = String::from("%");
@@ -417,12 +432,11 @@ impl Store {
     ) -> Result<Vec<CommentRecord>, StoreError> {
         let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
         with_pool!(self, |pool, sql| {
-            let rows = sqlx::query(&sql(
-                "SELECT id, task_id, author, body, created_at FROM task_comments
-                 WHERE document_id = $1 AND task_id = $2
+            let rows = sqlx::query(&sql(&format!(
+                "{COMMENT_COLUMNS} WHERE document_id = $1 AND task_id = $2
                    AND (created_at > $3 OR (created_at = $3 AND id > $4))
-                 ORDER BY created_at, id LIMIT $5",
-            ))
+                 ORDER BY created_at, id LIMIT $5"
+            )))
             .bind(document_id)
             .bind(task_id)
             .bind(after_at)
@@ -430,16 +444,7 @@ impl Store {
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await?;
-            Ok(rows
-                .iter()
-                .map(|r| CommentRecord {
-                    id: r.get(0),
-                    task_id: r.get(1),
-                    author: r.get(2),
-                    body: r.get(3),
-                    created_at: r.get(4),
-                })
-                .collect())
+            Ok(rows.iter().map(|r| comment_record!(r)).collect())
         })
     }
 
@@ -451,22 +456,15 @@ impl Store {
         id: &str,
     ) -> Result<Option<CommentRecord>, StoreError> {
         with_pool!(self, |pool, sql| {
-            let row = sqlx::query(&sql(
-                "SELECT id, task_id, author, body, created_at FROM task_comments
-                 WHERE document_id = $1 AND task_id = $2 AND id = $3",
-            ))
+            let row = sqlx::query(&sql(&format!(
+                "{COMMENT_COLUMNS} WHERE document_id = $1 AND task_id = $2 AND id = $3"
+            )))
             .bind(document_id)
             .bind(task_id)
             .bind(id)
             .fetch_optional(pool)
             .await?;
-            Ok(row.map(|r| CommentRecord {
-                id: r.get(0),
-                task_id: r.get(1),
-                author: r.get(2),
-                body: r.get(3),
-                created_at: r.get(4),
-            }))
+            Ok(row.map(|r| comment_record!(r)))
         })
     }
 
