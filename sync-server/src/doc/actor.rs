@@ -7,7 +7,7 @@
 //!
 //! REST edits are applied in the same batches, as changes by the user's server-side actor id;
 //! each is answered after the commit that stores it. The changes of a batch and the projection
-//! rows they alter (`projection::delta`, from the patches of exactly those changes) are stored
+//! rows they alter (`projection::delta`, from the operations of exactly those changes) are stored
 //! in one transaction.
 
 use std::collections::HashSet;

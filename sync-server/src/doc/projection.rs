@@ -254,7 +254,7 @@ pub fn delta(doc: &impl ReadDoc, touched: &Touched, heads: &[ChangeHash]) -> Pro
 }
 
 /// Every row of the board, from the whole document: for boards stored before the projection
-/// existed, and for when the patches of a merge were lost.
+/// existed, and for a board's first upload.
 pub fn rebuild(doc: &impl ReadDoc, heads: &[ChangeHash]) -> ProjectionDelta {
     let mut delta = ProjectionDelta {
         rebuild: true,

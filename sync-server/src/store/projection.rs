@@ -11,7 +11,7 @@ use super::{Store, StoreError};
 use crate::access::Role;
 
 /// What one merge changes in a board's projection (built by `doc::projection` from the
-/// patches of the merged changes).
+/// operations of the merged changes).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProjectionDelta {
     /// Drop every row of the document first (a rebuild from the whole document), and take it
