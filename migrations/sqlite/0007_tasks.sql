@@ -64,8 +64,8 @@ CREATE TABLE task_comments (
 );
 
 -- Documents whose projection must be rebuilt from the whole document: every board stored
--- before the projection existed, and any whose incremental update could not be derived.
--- The document's actor rebuilds it and removes the row in one transaction.
+-- before the projection existed. The server works through them at start; each document's
+-- actor rebuilds its rows and removes its entry in one transaction.
 CREATE TABLE projection_backlog (
     document_id TEXT PRIMARY KEY REFERENCES documents (id) ON DELETE CASCADE
 );

@@ -42,11 +42,14 @@ const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, h
 pub struct IdempotencyKey {
     user: String,
     key: String,
+    /// Of the request (method, path, body): a key reused for another request, once its first
+    /// answer is forgotten, derives other ids.
+    fingerprint: [u8; 32],
 }
 
 impl IdempotencyKey {
     /// A 128-bit id (hex) for the thing of `kind` this request creates: the same for every
-    /// retry of it, different for every user, key and kind.
+    /// retry of it, different for every user, key, request and kind.
     pub fn derive_id(&self, kind: &str) -> String {
         let digest = Sha256::new()
             .chain_update(kind.as_bytes())
@@ -54,6 +57,8 @@ impl IdempotencyKey {
             .chain_update(self.user.as_bytes())
             .chain_update([0])
             .chain_update(self.key.as_bytes())
+            .chain_update([0])
+            .chain_update(self.fingerprint)
             .finalize();
         digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -109,13 +114,14 @@ pub async fn layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
             "a request with an Idempotency-Key may carry at most 2 MiB",
         );
     };
-    let fingerprint = Sha256::new()
+    let fingerprint: [u8; 32] = Sha256::new()
         .chain_update(parts.method.as_str().as_bytes())
         .chain_update([0])
         .chain_update(parts.uri.to_string().as_bytes())
         .chain_update([0])
         .chain_update(&body)
-        .finalize();
+        .finalize()
+        .into();
     let store = shared.identity.store();
     let times = KeyTimes {
         now: crate::now_ms(),
@@ -129,8 +135,8 @@ pub async fn layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         Ok(claim) => claim,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    match claim {
-        Claim::Claimed => {}
+    let at = match claim {
+        Claim::Claimed { at } => at,
         Claim::Replay { status, body } => return replay(status, &body),
         Claim::InProgress => {
             return problem(
@@ -148,20 +154,32 @@ pub async fn layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
                 "this Idempotency-Key was used for a different request; use a new key for a new request",
             );
         }
-    }
+    };
+    // Should the client go away mid-request (dropping this future), the key is given back
+    // rather than left "in progress".
+    let mut claim = ClaimGuard {
+        store: store.clone(),
+        user: user.clone(),
+        key: key.clone(),
+        at,
+        settled: false,
+    };
 
     let mut request = Request::from_parts(parts, Body::from(body));
     request.extensions_mut().insert(IdempotencyKey {
         user: user.clone(),
         key: key.clone(),
+        fingerprint,
     });
     let response = next.run(request).await;
     if !response.status().is_success() {
-        if let Err(e) = store.release_idempotency_key(&user, &key).await {
+        claim.settled = true;
+        if let Err(e) = store.release_idempotency_key(&user, &key, at).await {
             tracing::warn!(error = %e, "releasing an idempotency key failed");
         }
         return response;
     }
+    claim.settled = true;
     let (parts, body) = response.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         tracing::error!("an answer to keep for its Idempotency-Key could not be read");
@@ -180,7 +198,7 @@ pub async fn layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
     let saved = match serde_json::to_vec(&kept) {
         Ok(bytes) => {
             store
-                .finish_idempotency_key(&user, &key, parts.status.as_u16(), &bytes)
+                .finish_idempotency_key(&user, &key, at, parts.status.as_u16(), &bytes)
                 .await
         }
         Err(e) => Err(crate::store::StoreError::Write(e.to_string())),
@@ -190,6 +208,34 @@ pub async fn layer(State(shared): State<Arc<Shared>>, request: Request, next: Ne
         tracing::warn!(error = %e, "keeping an answer for its Idempotency-Key failed");
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// A claimed key not yet finished or released: released when dropped.
+struct ClaimGuard {
+    store: crate::store::Store,
+    user: String,
+    key: String,
+    at: i64,
+    settled: bool,
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let (store, user, key, at) = (
+            self.store.clone(),
+            std::mem::take(&mut self.user),
+            std::mem::take(&mut self.key),
+            self.at,
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.release_idempotency_key(&user, &key, at).await {
+                tracing::warn!(error = %e, "releasing an abandoned idempotency key failed");
+            }
+        });
+    }
 }
 
 fn replay(status: u16, kept: &[u8]) -> Response {
@@ -229,16 +275,18 @@ mod tests {
     use super::IdempotencyKey;
 
     #[test]
-    fn derived_ids_depend_on_user_key_and_kind() {
-        let key = |user: &str, key: &str| IdempotencyKey {
+    fn derived_ids_depend_on_user_key_request_and_kind() {
+        let key = |user: &str, key: &str, request: u8| IdempotencyKey {
             user: user.into(),
             key: key.into(),
+            fingerprint: [request; 32],
         };
-        let id = key("u1", "k1").derive_id("task");
+        let id = key("u1", "k1", 0).derive_id("task");
         assert_eq!(id.len(), 32);
-        assert_eq!(id, key("u1", "k1").derive_id("task"));
-        assert_ne!(id, key("u2", "k1").derive_id("task"));
-        assert_ne!(id, key("u1", "k2").derive_id("task"));
-        assert_ne!(id, key("u1", "k1").derive_id("comment"));
+        assert_eq!(id, key("u1", "k1", 0).derive_id("task"));
+        assert_ne!(id, key("u2", "k1", 0).derive_id("task"));
+        assert_ne!(id, key("u1", "k2", 0).derive_id("task"));
+        assert_ne!(id, key("u1", "k1", 1).derive_id("task"));
+        assert_ne!(id, key("u1", "k1", 0).derive_id("comment"));
     }
 }

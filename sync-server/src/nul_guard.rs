@@ -41,11 +41,12 @@ pub async fn layer(request: Request, next: Next) -> Response {
     if target.to_ascii_lowercase().contains("%00") {
         return refused("address");
     }
+    // What axum's `Json` takes: application/json or application/*+json, in any case.
     let json = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
     if !json {
         return next.run(request).await;
     }

@@ -40,8 +40,10 @@ pub(super) struct Actor {
     stopping: bool,
     /// REST edits applied but not yet stored: answered after the next commit.
     edits_done: Vec<EditDone>,
-    /// The projection is to be rebuilt from the whole document at the next flush.
+    /// The projection is to be rebuilt from the whole document at the next flush; these wait
+    /// for it to be stored.
     reproject: bool,
+    reprojected: Vec<oneshot::Sender<()>>,
     /// The project whose board this is (looked up once, for cache invalidation).
     project: Option<String>,
 }
@@ -71,6 +73,7 @@ impl Actor {
             stopping: false,
             edits_done: Vec::new(),
             reproject: false,
+            reprojected: Vec::new(),
             project: None,
         }
     }
@@ -268,10 +271,13 @@ impl Actor {
                 if_match,
                 reply,
             } => return self.handle_edit(user, edit, if_match, reply).await,
-            DocCommand::Reproject => {
+            DocCommand::Reproject { done } => {
                 if self.state.as_ref().is_some_and(|s| !s.is_empty()) {
                     self.materialise().await?;
                     self.reproject = true;
+                    self.reprojected.push(done);
+                } else {
+                    let _ = done.send(());
                 }
             }
             DocCommand::Detach { conn } => {
@@ -497,8 +503,16 @@ impl Actor {
             }
             if let Some(state) = self.state.as_mut() {
                 state.mark_persisted(changes, heads);
+                // A board rebuilt at start-up with nobody on it goes back to its stored bytes:
+                // the backlog may hold many boards.
+                if self.reproject && !state.has_peers() {
+                    state.unload();
+                }
             }
             self.reproject = false;
+            for done in self.reprojected.drain(..) {
+                let _ = done.send(());
+            }
             if !projection.is_empty() {
                 self.invalidate_project().await;
             }

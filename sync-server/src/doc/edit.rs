@@ -57,6 +57,8 @@ pub enum EditError {
     NoNeighbour(TaskId),
     #[error("task `{0}` exists already")]
     TaskExists(TaskId),
+    #[error("comment `{0}` exists already")]
+    CommentExists(CommentId),
     #[error("the task changed since it was read (its version is now {current})")]
     Stale { current: String },
     #[error("the board document is damaged: {0}")]
@@ -129,11 +131,12 @@ pub fn apply<D: Transactable>(
             Ok((id, None))
         }
         BoardEdit::AddComment { task, id, body } => {
-            if Board::read_task(doc, &task)
+            let existing = Board::read_task(doc, &task)
                 .map_err(schema_error)?
-                .is_none()
-            {
-                return Err(EditError::NoTask(task));
+                .ok_or_else(|| EditError::NoTask(task.clone()))?;
+            // Writing under an existing id would replace that comment.
+            if existing.comments.iter().any(|c| c.id == id) {
+                return Err(EditError::CommentExists(id));
             }
             let comment =
                 ops::add_comment(doc, &task, id, user, &body, now).map_err(schema_error)?;
@@ -237,6 +240,21 @@ mod tests {
         assert_eq!(task.column, ColumnId::new("done"));
         assert!(task.archived);
         assert_eq!(task.updated_at, 9);
+    }
+
+    #[test]
+    fn a_comment_never_replaces_another() {
+        let mut doc = board_with("t1");
+        let edit = || BoardEdit::AddComment {
+            task: TaskId::new("t1"),
+            id: CommentId::new("c1"),
+            body: "first".into(),
+        };
+        run(&mut doc, edit(), "u1", 3).expect("comment");
+        assert_eq!(
+            run(&mut doc, edit(), "u1", 4),
+            Err(EditError::CommentExists(CommentId::new("c1")))
+        );
     }
 
     #[test]

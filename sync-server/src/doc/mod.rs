@@ -57,8 +57,9 @@ pub enum DocCommand {
         if_match: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Applied, EditError>>,
     },
-    /// Rebuild the board's projection from the whole document (it is on the backlog).
-    Reproject,
+    /// Rebuild the board's projection from the whole document (it is on the backlog); `done`
+    /// is told once that is stored.
+    Reproject { done: oneshot::Sender<()> },
     /// The peer left or its connection closed.
     Detach { conn: ConnId },
     /// The server is stopping: finish what is queued and end.
@@ -119,6 +120,8 @@ struct Inner {
     cache: ProjectCache,
     config: DocConfig,
     server_peer: PeerId,
+    /// Never leaves the process: server-side actor ids cannot be guessed (and claimed first).
+    actor_salt: [u8; 32],
     tracker: TaskTracker,
     next_generation: AtomicU64,
 }
@@ -138,6 +141,7 @@ impl Registry {
                 cache,
                 config,
                 server_peer,
+                actor_salt: rand::random(),
                 tracker: TaskTracker::new(),
                 next_generation: AtomicU64::new(0),
             }),
@@ -150,11 +154,12 @@ impl Registry {
 
     /// The actor id this process writes `user`'s REST changes under: one per user and server
     /// process, so two processes never write the same actor's sequence numbers, and bound to
-    /// the user like any of theirs (that binding is the change's recorded author).
+    /// the user like any of theirs (that binding is the change's recorded author). Derived from
+    /// a secret salt: an id anyone could compute, a client could bind to itself first and so
+    /// block the user's REST writes.
     fn server_actor(&self, user: &str) -> ActorId {
         let digest = Sha256::new()
-            .chain_update(self.inner.server_peer.as_str().as_bytes())
-            .chain_update([0])
+            .chain_update(self.inner.actor_salt)
             .chain_update(user.as_bytes())
             .finalize();
         ActorId::from(&digest[..16])
@@ -180,9 +185,13 @@ impl Registry {
         answer.await.unwrap_or(Err(EditError::Unavailable))
     }
 
-    /// Has the document's actor rebuild its projection (for documents on the backlog).
+    /// Has the document's actor rebuild its projection (for documents on the backlog), and
+    /// waits until that is stored (or the actor gave up).
     pub async fn reproject(&self, id: DocumentId) {
-        self.send(id, DocCommand::Reproject, Open::Start).await;
+        let (done, stored) = oneshot::channel();
+        self.send(id, DocCommand::Reproject { done }, Open::Start)
+            .await;
+        let _ = stored.await;
     }
 
     /// The user `actor` belongs to, binding it to `user` if it belongs to nobody yet.

@@ -8,8 +8,8 @@ use super::{Store, StoreError};
 /// What a request carrying an idempotency key may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is this request's: handle it, then `finish` or `release` the key.
-    Claimed,
+    /// The key is this request's (since `at`): handle it, then `finish` or `release` the key.
+    Claimed { at: i64 },
     /// The key answered already: replay this.
     Replay { status: u16, body: Vec<u8> },
     /// A request with this key is being handled right now.
@@ -53,7 +53,7 @@ impl Store {
             .execute(pool)
             .await?;
             if inserted.rows_affected() == 1 {
-                return Ok(Claim::Claimed);
+                return Ok(Claim::Claimed { at: times.now });
             }
             let Some(row) = sqlx::query(&sql(
                 "SELECT fingerprint, status, body, created_at FROM idempotency_keys
@@ -88,7 +88,7 @@ impl Store {
                     .execute(pool)
                     .await?;
                     Ok(if taken.rows_affected() == 1 {
-                        Claim::Claimed
+                        Claim::Claimed { at: times.now }
                     } else {
                         Claim::InProgress
                     })
@@ -98,20 +98,24 @@ impl Store {
         })
     }
 
-    /// Records the answer to a claimed key, for replays.
+    /// Records the answer to the key claimed `at`, for replays (unless the claim was taken
+    /// over meanwhile: then the answer belongs to the request that took it).
     pub async fn finish_idempotency_key(
         &self,
         user: &str,
         key: &str,
+        at: i64,
         status: u16,
         body: &[u8],
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
             sqlx::query(&sql(
-                "UPDATE idempotency_keys SET status = $3, body = $4 WHERE user_id = $1 AND key = $2",
+                "UPDATE idempotency_keys SET status = $4, body = $5
+                 WHERE user_id = $1 AND key = $2 AND created_at = $3 AND status IS NULL",
             ))
             .bind(user)
             .bind(key)
+            .bind(at)
             .bind(i32::from(status))
             .bind(body)
             .execute(pool)
@@ -120,14 +124,22 @@ impl Store {
         })
     }
 
-    /// Gives a claimed key back (its request failed, so a retry may run afresh).
-    pub async fn release_idempotency_key(&self, user: &str, key: &str) -> Result<(), StoreError> {
+    /// Gives back the key claimed `at` (its request failed or was abandoned, so a retry may
+    /// run afresh).
+    pub async fn release_idempotency_key(
+        &self,
+        user: &str,
+        key: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
             sqlx::query(&sql(
-                "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND status IS NULL",
+                "DELETE FROM idempotency_keys
+                 WHERE user_id = $1 AND key = $2 AND created_at = $3 AND status IS NULL",
             ))
             .bind(user)
             .bind(key)
+            .bind(at)
             .execute(pool)
             .await?;
             Ok(())

@@ -301,30 +301,31 @@ fn like_pattern(text: &str) -> String {
 }
 
 impl Store {
-    /// The task `id` on a board `user` is a member of the workspace of, with their role there.
-    /// (Task ids are unique per board; should two boards the user sees share one, the older
-    /// task answers.)
-    pub async fn visible_task(
+    /// The tasks with id `id` on boards whose workspace `user` is a member of, each with their
+    /// role there: at most two. (Task ids are unique per board, and chosen by clients: two
+    /// boards the user sees may share one.)
+    pub async fn visible_tasks(
         &self,
         id: &str,
         user: &str,
-    ) -> Result<Option<(TaskRecord, Role)>, StoreError> {
+    ) -> Result<Vec<(TaskRecord, Role)>, StoreError> {
         let text = format!(
             "{TASK_COLUMNS}, m.role {TASK_FROM}
              JOIN workspace_members m ON m.workspace_id = p.workspace_id AND m.user_id = $2
-             WHERE t.id = $1 ORDER BY t.created_at, t.document_id LIMIT 1"
+             WHERE t.id = $1 LIMIT 2"
         );
         with_pool!(self, |pool, sql| {
-            let row = sqlx::query(&sql(&text))
+            let rows = sqlx::query(&sql(&text))
                 .bind(id)
                 .bind(user)
-                .fetch_optional(pool)
+                .fetch_all(pool)
                 .await?;
-            row.map(|r| {
-                let role = super::workspaces::role(&r.get::<String, _>(17))?;
-                Ok((task_record!(&r), role))
-            })
-            .transpose()
+            rows.iter()
+                .map(|r| {
+                    let role = super::workspaces::role(&r.get::<String, _>(17))?;
+                    Ok((task_record!(r), role))
+                })
+                .collect()
         })
     }
 

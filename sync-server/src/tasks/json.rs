@@ -153,7 +153,7 @@ pub(crate) struct ListQuery {
     pub label: Option<String>,
     pub due_before: Option<String>,
     pub due_after: Option<String>,
-    /// Text the title contains (any case).
+    /// Text the title contains (any case; on SQLite, case folds for ASCII letters only).
     pub q: Option<String>,
     /// Archived tasks instead of live ones.
     #[serde(default)]
@@ -276,6 +276,9 @@ pub fn decode_cursor(cursor: &str) -> Result<(i64, String), ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (at, id) = text.split_once(':').ok_or_else(bad)?;
+    if id.contains('\0') {
+        return Err(bad());
+    }
     Ok((at.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
@@ -408,6 +411,7 @@ mod tests {
         assert_eq!(decode_cursor(&cursor).ok(), Some((42, "t:1".to_owned())));
         assert!(decode_cursor("not a cursor").is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("x:y")).is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("1:a\0b")).is_err());
     }
 
     #[test]

@@ -92,10 +92,10 @@ fn edit_error(e: EditError) -> ApiError {
             "Unknown task in position",
             &format!("position: {detail}"),
         ),
-        EditError::TaskExists(_) => problem(
+        EditError::TaskExists(_) | EditError::CommentExists(_) => problem(
             StatusCode::CONFLICT,
-            "/problems/task-exists",
-            "Task exists",
+            "/problems/already-exists",
+            "Already exists",
             &detail,
         ),
         EditError::Stale { current } => problem(
@@ -178,18 +178,30 @@ fn writable(role: Role) -> Result<(), ApiError> {
     }
 }
 
-/// A task the caller may see (404 otherwise), with their role in its workspace.
+/// A task the caller may see (404 otherwise), with their role in its workspace. An id naming
+/// tasks on two boards the caller sees (ids are chosen by clients) answers 409: acting on either
+/// could be acting on the wrong one.
 async fn visible(
     shared: &Shared,
     id: &str,
     user: &AuthUser,
 ) -> Result<(TaskRecord, Role), ApiError> {
-    shared
+    let mut found = shared
         .identity
         .store()
-        .visible_task(id, &user.user_id)
-        .await?
-        .ok_or_else(|| not_found("task"))
+        .visible_tasks(id, &user.user_id)
+        .await?;
+    match found.len() {
+        0 => Err(not_found("task")),
+        1 => Ok(found.remove(0)),
+        _ => Err(problem(
+            StatusCode::CONFLICT,
+            "/problems/ambiguous-task",
+            "Ambiguous task id",
+            "tasks on more than one of your boards have this id; \
+             find the task through GET /api/v1/projects/{id}/tasks",
+        )),
+    }
 }
 
 /// A project the caller is a member of the workspace of (`None` otherwise), with their role.
@@ -445,11 +457,16 @@ async fn add_comment(
         body: text,
     };
     let document: DocumentId = task.document_id.parse().map_err(|_| not_found("task"))?;
-    shared
+    let made = shared
         .registry
         .edit(document, Arc::from(user.user_id.as_str()), edit, None)
-        .await
-        .map_err(edit_error)?;
+        .await;
+    match made {
+        Ok(_) => {}
+        // A retry whose first attempt made the comment but lost its answer.
+        Err(EditError::CommentExists(_)) if key.is_some() => {}
+        Err(e) => return Err(edit_error(e)),
+    }
     let stored = shared
         .identity
         .store()

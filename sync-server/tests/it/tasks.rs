@@ -796,6 +796,21 @@ async fn a_retry_after_a_lost_answer_finds_the_task_it_made() {
     assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
     assert_eq!(retry.body["id"], first.body["id"]);
     assert_eq!(all_tasks(ann, &project).await.len(), 1);
+
+    // Once its answer is forgotten, the key used for another request makes another task.
+    sqlx::query("DELETE FROM idempotency_keys")
+        .execute(&pool)
+        .await
+        .expect("forget");
+    let other = send(
+        ann.request(Method::POST, "/api/v1/tasks")
+            .header("Idempotency-Key", "lost-answer")
+            .json(&json!({ "projectId": project, "title": "Made later" })),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.body);
+    assert_eq!(other.body["title"], "Made later");
+    assert_eq!(all_tasks(ann, &project).await.len(), 2);
     server.stop().await;
 }
 
@@ -1276,5 +1291,31 @@ async fn vandalised_boards_never_break_the_projection(backend: Backend) {
     assert_eq!(twins, 1);
     // The board still takes REST writes.
     create(ann, json!({ "projectId": project, "title": "after" })).await;
+
+    // A task id copied onto another board the user sees: REST will not guess which is meant.
+    let (_, other_board) = ann.project("Copycat").await.expect("project");
+    let mut copier = peer_on(ann, "copier", other_board).await;
+    copier
+        .edit(other_board, |tx| {
+            let mut task = NewTask::titled("impostor", "x");
+            task.id = TaskId::new("nul-task");
+            ops::add_task(tx, task, 0).expect("add");
+        })
+        .await
+        .expect("edit");
+    copier.until_server_has(other_board).await.expect("stored");
+    for method in [Method::GET, Method::DELETE] {
+        let answer = call(ann, method.clone(), "/api/v1/tasks/nul-task", None).await;
+        assert_eq!(
+            (answer.status, answer.problem()),
+            (StatusCode::CONFLICT, "/problems/ambiguous-task"),
+            "{method}"
+        );
+    }
+    assert_eq!(
+        all_tasks(ann, &project).await["nul-task"]["archived"],
+        false,
+        "the refused DELETE archived nothing"
+    );
     server.stop().await;
 }
