@@ -226,10 +226,7 @@ async fn create_board_document(
     let changes: Vec<StoredChange> = doc
         .get_changes(&[])
         .into_iter()
-        .map(|mut c| StoredChange {
-            hash: c.hash(),
-            data: c.bytes().into_owned(),
-        })
+        .map(StoredChange::from)
         .collect();
     let store = shared.identity.store();
     store

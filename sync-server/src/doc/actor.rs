@@ -25,7 +25,7 @@ use super::state::{DocState, load_document, new_change_actors};
 use super::{DocCommand, Registry};
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::now_ms;
-use crate::store::ProjectionDelta;
+use crate::store::{ProjectionDelta, StoredChange};
 
 /// Most commands applied before the batch is persisted and answered.
 const MAX_BATCH: usize = 256;
@@ -486,11 +486,12 @@ impl Actor {
         let Some(state) = self.state.as_ref() else {
             return Ok(());
         };
-        let changes = state.unpersisted();
+        let new = state.new_changes();
         let heads = state.heads();
-        let changed = !changes.is_empty();
+        let changed = !new.is_empty();
         if changed || self.reproject {
-            let projection = self.projection(&heads);
+            let projection = self.projection(&heads, &new);
+            let changes: Vec<StoredChange> = new.into_iter().map(StoredChange::from).collect();
             if let Err(e) = self
                 .registry
                 .inner
@@ -536,8 +537,8 @@ impl Actor {
         Ok(())
     }
 
-    /// The projection rows for what was applied since the last flush.
-    fn projection(&mut self, heads: &[ChangeHash]) -> ProjectionDelta {
+    /// The projection rows for `new`, the changes applied since the last flush.
+    fn projection(&self, heads: &[ChangeHash], new: &[automerge::Change]) -> ProjectionDelta {
         let Some(state) = self.state.as_ref() else {
             return ProjectionDelta::default();
         };
@@ -545,7 +546,7 @@ impl Actor {
         let whole = self.reproject || state.stored().heads.is_empty();
         match state.doc() {
             Some(doc) if whole => projection::rebuild(doc, heads),
-            Some(doc) => projection::delta(doc, &state.touched_since_stored(), heads),
+            Some(doc) => projection::delta(doc, &projection::Touched::of_changes(doc, new), heads),
             None => ProjectionDelta::default(),
         }
     }

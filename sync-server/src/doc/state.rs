@@ -413,28 +413,22 @@ impl DocState {
         Some(result)
     }
 
-    /// What the changes the store does not hold yet touched, for the projection.
-    pub fn touched_since_stored(&self) -> Touched {
+    /// Changes in memory that the store does not hold yet (what to store, and what the
+    /// projection derives its rows from).
+    pub fn new_changes(&self) -> Vec<Change> {
         match &self.doc {
-            Some(doc) => Touched::of_changes(doc, &doc.get_changes(&self.stored.heads)),
-            None => Touched::default(),
+            Some(doc) if doc.get_heads() != self.stored.heads => {
+                doc.get_changes(&self.stored.heads)
+            }
+            _ => Vec::new(),
         }
     }
 
-    /// Changes in memory that the store does not hold yet.
+    /// [`Self::new_changes`] as the store keeps them.
     pub fn unpersisted(&self) -> Vec<StoredChange> {
-        let Some(doc) = &self.doc else {
-            return Vec::new();
-        };
-        if doc.get_heads() == self.stored.heads {
-            return Vec::new();
-        }
-        doc.get_changes(&self.stored.heads)
+        self.new_changes()
             .into_iter()
-            .map(|mut c| StoredChange {
-                hash: c.hash(),
-                data: c.bytes().into_owned(),
-            })
+            .map(StoredChange::from)
             .collect()
     }
 

@@ -85,6 +85,15 @@ pub struct StoredChange {
     pub data: Vec<u8>,
 }
 
+impl From<automerge::Change> for StoredChange {
+    fn from(mut change: automerge::Change) -> StoredChange {
+        StoredChange {
+            hash: change.hash(),
+            data: change.bytes().into_owned(),
+        }
+    }
+}
+
 impl StoredDoc {
     /// Snapshot and chunks as one byte string that `Automerge::load` (and the `load_incremental`
     /// of any peer) accepts.

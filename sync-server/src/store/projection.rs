@@ -502,19 +502,6 @@ impl Store {
             )
         })
     }
-
-    /// Puts a document on the projection backlog (its next rebuild takes it off).
-    pub async fn queue_reprojection(&self, document_id: &str) -> Result<(), StoreError> {
-        with_pool!(self, |pool, sql| {
-            sqlx::query(&sql(
-                "INSERT INTO projection_backlog (document_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            ))
-            .bind(document_id)
-            .execute(pool)
-            .await?;
-            Ok(())
-        })
-    }
 }
 
 #[cfg(test)]

@@ -187,40 +187,30 @@ pub const PAGE_PARAMETERS: &[(&str, &str)] = &[
     ("cursor", "`nextCursor` of the previous page"),
 ];
 
+/// Text of at most `max` characters; trimmed and non-empty when `required`.
+fn text(value: &str, field: &str, max: usize, required: bool) -> Result<String, ApiError> {
+    let value = if required { value.trim() } else { value };
+    if required && value.is_empty() {
+        return Err(invalid(&format!("{field} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(invalid(&format!("{field} is longer than {max} characters")));
+    }
+    Ok(value.to_owned())
+}
+
 /// A title: trimmed, 1 to [`MAX_TITLE`] characters.
-pub fn title(text: &str) -> Result<String, ApiError> {
-    let title = text.trim();
-    if title.is_empty() {
-        return Err(invalid("title must not be empty"));
-    }
-    if title.chars().count() > MAX_TITLE {
-        return Err(invalid(&format!(
-            "title is longer than {MAX_TITLE} characters"
-        )));
-    }
-    Ok(title.to_owned())
+pub fn title(value: &str) -> Result<String, ApiError> {
+    text(value, "title", MAX_TITLE, true)
 }
 
-pub fn description(text: &str) -> Result<String, ApiError> {
-    if text.chars().count() > MAX_DESCRIPTION {
-        return Err(invalid(&format!(
-            "description is longer than {MAX_DESCRIPTION} characters"
-        )));
-    }
-    Ok(text.to_owned())
+pub fn description(value: &str) -> Result<String, ApiError> {
+    text(value, "description", MAX_DESCRIPTION, false)
 }
 
-pub fn comment(text: &str) -> Result<String, ApiError> {
-    let body = text.trim();
-    if body.is_empty() {
-        return Err(invalid("a comment's body must not be empty"));
-    }
-    if body.chars().count() > MAX_COMMENT {
-        return Err(invalid(&format!(
-            "a comment is at most {MAX_COMMENT} characters"
-        )));
-    }
-    Ok(body.to_owned())
+/// A comment's body: trimmed, 1 to [`MAX_COMMENT`] characters.
+pub fn comment(value: &str) -> Result<String, ApiError> {
+    text(value, "a comment's body", MAX_COMMENT, true)
 }
 
 pub fn labels(list: &[String]) -> Result<BTreeSet<String>, ApiError> {
