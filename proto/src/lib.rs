@@ -4,10 +4,12 @@
 //! - [`wire`]: the automerge-repo network protocol v1 messages and their CBOR codec.
 //! - [`board`]: the board document schema, a typed read/write layer over Automerge.
 //! - [`presence`]: who views which board and task, as `ephemeral` payloads.
+//! - [`events`]: domain events in their CloudEvents envelope, and what a merge did to a task.
 //!
 //! This crate does no I/O: no sockets, files, clocks or threads. Time comes in as arguments.
 
 pub mod board;
+pub mod events;
 pub mod ids;
 pub mod presence;
 pub mod wire;

@@ -83,6 +83,39 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub access_token_ttl: Duration,
 
+    /// Kafka bootstrap servers (host:port,…) that events are published to; needs a server built
+    /// with the `kafka` feature. Without it the outbox feeds this server's consumers directly.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// The Kafka topic events go to (dead letters go to `<topic>.dlq`).
+    #[arg(long, env = "TASKFLOW_EVENTS_TOPIC", default_value = "taskflow.events")]
+    pub events_topic: String,
+
+    /// How many times a consumer tries an event before it becomes a dead letter.
+    #[arg(long, env = "TASKFLOW_EVENT_ATTEMPTS", default_value_t = 5)]
+    pub event_attempts: u32,
+
+    /// The wait before a consumer's second try at an event; it doubles with each try (to 30 s).
+    #[arg(long, env = "TASKFLOW_EVENT_BACKOFF", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub event_backoff: Duration,
+
+    /// How many times a webhook delivery is tried before it is marked failed.
+    #[arg(long, env = "TASKFLOW_WEBHOOK_ATTEMPTS", default_value_t = 8)]
+    pub webhook_attempts: u32,
+
+    /// The wait before a webhook delivery's second try; it doubles with each try (to 1 h).
+    #[arg(long, env = "TASKFLOW_WEBHOOK_BACKOFF", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub webhook_backoff: Duration,
+
+    /// A subscription is disabled after this many failed tries in a row.
+    #[arg(long, env = "TASKFLOW_WEBHOOK_DISABLE_AFTER", default_value_t = 20)]
+    pub webhook_disable_after: u32,
+
+    /// How long published events stay in the outbox.
+    #[arg(long, env = "TASKFLOW_OUTBOX_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub outbox_retention: Duration,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
     pub log: String,
@@ -104,6 +137,24 @@ impl Config {
             unload_after: self.unload_after,
             compact_after_changes: self.compact_after_changes,
             ..DocConfig::default()
+        }
+    }
+
+    pub fn events_config(&self) -> crate::events::EventsConfig {
+        crate::events::EventsConfig {
+            kafka_brokers: self.kafka_brokers.clone(),
+            topic: self.events_topic.clone(),
+            retry: crate::events::consume::RetryPolicy {
+                attempts: self.event_attempts.max(1),
+                first_backoff: self.event_backoff,
+                ..Default::default()
+            },
+            webhooks: crate::events::webhooks::WebhookPolicy {
+                attempts: self.webhook_attempts.max(1),
+                first_backoff: self.webhook_backoff,
+                disable_after: self.webhook_disable_after.max(1),
+            },
+            retention: self.outbox_retention,
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`projects`]: the `/api/v1/projects` routes (boards of a workspace, with their documents).
 //! - [`tasks`]: the `/api/v1/tasks` routes: tasks and comments for integrations, written
 //!   through the board documents and read from their relational projection.
+//! - [`events`]: domain events from merges and other writes: the outbox, its relay (to Kafka or
+//!   in process), the consumer framework and outgoing webhooks.
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
@@ -24,6 +26,7 @@ pub mod cache;
 pub mod config;
 pub mod connection;
 pub mod doc;
+pub mod events;
 pub mod grpc;
 pub mod idempotency;
 pub mod link;

@@ -235,7 +235,7 @@ async fn create_board_document(
     let heads = doc.get_heads();
     let projection = crate::doc::projection::rebuild(doc.document(), &heads);
     store
-        .append(&document_id, &changes, &heads, &projection, now)
+        .append(&document_id, &changes, &heads, &projection, &[], now)
         .await?;
     Ok(document_id)
 }

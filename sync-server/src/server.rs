@@ -15,6 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use taskflow_proto::{PeerId, StorageId};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +27,9 @@ use crate::auth::redis_state::RedisState;
 use crate::cache::ProjectCache;
 use crate::config::{Config, Limits};
 use crate::doc::Registry;
+use crate::events::consume::Consumer;
+use crate::events::webhooks::WebhookConsumer;
+use crate::events::{EventsConfig, Signals};
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::store::Store;
 
@@ -90,6 +94,12 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     store: Store,
+    events: EventsConfig,
+    signals: Signals,
+    /// Consumers of the events, fed from the outbox or Kafka once serving.
+    consumers: Vec<Arc<dyn Consumer>>,
+    /// Wakes webhook deliveries when the webhook consumer queued some.
+    webhooks_queued: Arc<tokio::sync::Notify>,
     /// The internal gRPC address, bound, with the token its callers present.
     grpc: Option<(TcpListener, crate::config::Secret)>,
 }
@@ -127,9 +137,17 @@ impl Server {
             .map_or_else(ProjectCache::local, |(state, _)| {
                 ProjectCache::redis(state.connection(), state.prefix())
             });
+        let events = config.events_config();
+        if events.kafka_brokers.is_some() && !cfg!(feature = "kafka") {
+            anyhow::bail!(
+                "KAFKA_BROKERS is set but this server was built without Kafka (cargo feature `kafka`)"
+            );
+        }
+        let signals = Signals::default();
         let registry = Registry::new(
             store.clone(),
             cache.clone(),
+            signals.clone(),
             config.doc_config(),
             server_peer,
         );
@@ -164,9 +182,15 @@ impl Server {
             (Some(_), None) => anyhow::bail!("--grpc-listen needs --internal-token"),
             (None, _) => None,
         };
+        let webhooks_queued = Arc::new(tokio::sync::Notify::new());
+        let webhooks = WebhookConsumer::new(store.clone(), webhooks_queued.clone());
         Ok(Server {
             shared,
             store,
+            events,
+            signals,
+            consumers: vec![Arc::new(webhooks)],
+            webhooks_queued,
             grpc,
         })
     }
@@ -184,6 +208,57 @@ impl Server {
         &self.store
     }
 
+    /// Adds a consumer of the domain events (before serving): it sees every event published
+    /// from then on, and those before it that are still kept.
+    pub fn add_consumer(&mut self, consumer: Arc<dyn Consumer>) {
+        self.consumers.push(consumer);
+    }
+
+    /// Starts the outbox relay, the event consumers and webhook deliveries; each ends when
+    /// `stop` is cancelled.
+    fn start_events(&self, stop: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
+        let mut tasks = Vec::new();
+        let store = &self.store;
+        let sink: Arc<dyn crate::events::relay::Sink> = match &self.events.kafka_brokers {
+            #[cfg(feature = "kafka")]
+            Some(brokers) => Arc::new(crate::events::kafka::KafkaSink::new(brokers, &self.events)?),
+            _ => Arc::new(crate::events::relay::LocalLog),
+        };
+        tasks.push(tokio::spawn(crate::events::relay::run(
+            store.clone(),
+            sink,
+            self.signals.clone(),
+            self.events.retention,
+            stop.clone(),
+        )));
+        for consumer in &self.consumers {
+            let task = match &self.events.kafka_brokers {
+                #[cfg(feature = "kafka")]
+                Some(brokers) => tokio::spawn(crate::events::kafka::run_consumer(
+                    brokers.clone(),
+                    self.events.clone(),
+                    consumer.clone(),
+                    stop.clone(),
+                )),
+                _ => tokio::spawn(crate::events::consume::run_local(
+                    store.clone(),
+                    consumer.clone(),
+                    self.events.retry,
+                    self.signals.clone(),
+                    stop.clone(),
+                )),
+            };
+            tasks.push(task);
+        }
+        tasks.push(tokio::spawn(crate::events::webhooks::run_deliveries(
+            store.clone(),
+            self.events.webhooks,
+            self.webhooks_queued.clone(),
+            stop.clone(),
+        )));
+        Ok(tasks)
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
             .route("/healthz", get(healthz))
@@ -193,6 +268,7 @@ impl Server {
             .merge(crate::workspaces::routes())
             .merge(crate::projects::routes())
             .merge(crate::tasks::routes())
+            .merge(crate::events::webhooks::routes())
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
@@ -212,6 +288,8 @@ impl Server {
     ) -> anyhow::Result<()> {
         let shutdown = self.shared.shutdown.clone();
         let router = self.router();
+        let events_stop = CancellationToken::new();
+        let event_tasks = self.start_events(&events_stop)?;
         let grpc = self.grpc.map(|(listener, token)| {
             let service = crate::grpc::IdentityService::new(self.shared.clone(), &token);
             let stopped = shutdown.clone();
@@ -243,6 +321,13 @@ impl Server {
             tracing::warn!("some connections did not close in time");
         }
         self.shared.registry.shutdown().await;
+        // After the documents: their last commits may have written events.
+        events_stop.cancel();
+        for task in event_tasks {
+            if tokio::time::timeout(CONNECTION_DRAIN, task).await.is_err() {
+                tracing::warn!("an event task did not stop in time");
+            }
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

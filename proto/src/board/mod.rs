@@ -25,7 +25,7 @@ pub mod order_index;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use automerge::{ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
 
 pub use order::OrderKey;
 pub use order_index::OrderIndex;
@@ -157,9 +157,9 @@ pub struct Board {
 impl Board {
     /// Reads the board held by `doc`.
     pub fn read(doc: &impl ReadDoc) -> Result<Board, SchemaError> {
-        let r = Reader { doc };
+        let r = Reader::new(doc, None);
         let root_path = Path::root();
-        let root = Fields::of(doc, &ROOT);
+        let root = r.fields(&ROOT);
         let schema_version = r.uint(&root, "schemaVersion", &root_path)?;
         if schema_version != SCHEMA_VERSION {
             return Err(SchemaError::UnsupportedVersion(schema_version));
@@ -171,7 +171,7 @@ impl Board {
         let tasks_obj = r.object(&root, "tasks", ObjType::Map, &root_path)?;
         let tasks_path = root_path.key("tasks");
         let mut tasks = BTreeMap::new();
-        for item in doc.map_range(&tasks_obj, ..) {
+        for item in r.map_range(&tasks_obj) {
             let path = tasks_path.key(&item.key);
             if item.value != automerge::ValueRef::Object(ObjType::Map) {
                 return Err(SchemaError::WrongType {
@@ -200,24 +200,35 @@ impl Board {
     /// notice names it). `None` when there is no such task.
     /// Does not check the task's column against the board's columns.
     pub fn read_task(doc: &impl ReadDoc, id: &TaskId) -> Result<Option<Task>, SchemaError> {
-        let r = Reader { doc };
-        let root_path = Path::root();
-        let root = Fields::of(doc, &ROOT);
-        let tasks_obj = r.object(&root, "tasks", ObjType::Map, &root_path)?;
-        let path = root_path.key("tasks").key(id.as_str());
-        match doc.get(&tasks_obj, id.as_str())? {
-            None => Ok(None),
-            Some((Value::Object(ObjType::Map), obj)) => r.task(id.as_str(), &obj, &path).map(Some),
-            Some(_) => Err(SchemaError::WrongType {
-                path,
-                expected: "a map",
-            }),
-        }
+        Reader::new(doc, None).read_task(id)
+    }
+
+    /// Reads one task as it was when the document's heads were `heads` (what a merge changed
+    /// it from). `None` when there was no such task then.
+    pub fn read_task_at(
+        doc: &impl ReadDoc,
+        id: &TaskId,
+        heads: &[ChangeHash],
+    ) -> Result<Option<Task>, SchemaError> {
+        Reader::new(doc, Some(heads)).read_task(id)
+    }
+
+    /// The ids of the board's tasks, now or (with `heads`) as they were at `heads`.
+    pub fn task_ids(
+        doc: &impl ReadDoc,
+        heads: Option<&[ChangeHash]>,
+    ) -> Result<Vec<TaskId>, SchemaError> {
+        let r = Reader::new(doc, heads);
+        let tasks_obj = r.object(&r.fields(&ROOT), "tasks", ObjType::Map, &Path::root())?;
+        Ok(r.map_range(&tasks_obj)
+            .map(|item| TaskId(item.key.into_owned()))
+            .collect())
     }
 
     /// Reads the board's columns without its tasks (what changes when a column list is edited).
     pub fn read_columns(doc: &impl ReadDoc) -> Result<Vec<Column>, SchemaError> {
-        read_columns(&Reader { doc }, &Fields::of(doc, &ROOT))
+        let r = Reader::new(doc, None);
+        read_columns(&r, &r.fields(&ROOT))
     }
 
     pub fn column(&self, id: &ColumnId) -> Option<&Column> {
@@ -237,14 +248,13 @@ impl Board {
 }
 
 fn read_columns<D: ReadDoc>(r: &Reader<'_, D>, root: &Fields) -> Result<Vec<Column>, SchemaError> {
-    let doc = r.doc;
     let root_path = Path::root();
     let columns_path = root_path.key("columns");
     let columns_obj = r.object(root, "columns", ObjType::List, &root_path)?;
     let mut columns = Vec::new();
-    for index in 0..doc.length(&columns_obj) {
+    for index in 0..r.length(&columns_obj) {
         let path = columns_path.index(index);
-        let obj = match doc.get(&columns_obj, index)? {
+        let obj = match r.get(&columns_obj, index)? {
             Some((Value::Object(ObjType::Map), id)) => id,
             _ => {
                 return Err(SchemaError::WrongType {
@@ -253,7 +263,7 @@ fn read_columns<D: ReadDoc>(r: &Reader<'_, D>, root: &Fields) -> Result<Vec<Colu
                 });
             }
         };
-        let fields = Fields::of(doc, &obj);
+        let fields = r.fields(&obj);
         let wip_limit = match fields.get("wipLimit") {
             None => None,
             Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Null) => None,
@@ -343,10 +353,9 @@ struct Fields {
 }
 
 impl Fields {
-    fn of(doc: &impl ReadDoc, obj: &ObjId) -> Fields {
+    fn of(range: automerge::iter::MapRange<'_>) -> Fields {
         Fields {
-            entries: doc
-                .map_range(obj, ..)
+            entries: range
                 .map(|item| {
                     let id = item.id();
                     (item.key.into_owned(), item.value.into_value(), id)
@@ -367,12 +376,68 @@ impl Fields {
     }
 }
 
-/// Typed field access with paths for errors.
+/// Typed field access with paths for errors, of the document as it is or as it was at `heads`.
 struct Reader<'a, D> {
     doc: &'a D,
+    heads: Option<&'a [ChangeHash]>,
 }
 
-impl<D: ReadDoc> Reader<'_, D> {
+impl<'a, D: ReadDoc> Reader<'a, D> {
+    fn new(doc: &'a D, heads: Option<&'a [ChangeHash]>) -> Self {
+        Reader { doc, heads }
+    }
+
+    fn map_range(&self, obj: &ObjId) -> automerge::iter::MapRange<'a> {
+        match self.heads {
+            Some(heads) => self.doc.map_range_at(obj, .., heads),
+            None => self.doc.map_range(obj, ..),
+        }
+    }
+
+    fn fields(&self, obj: &ObjId) -> Fields {
+        Fields::of(self.map_range(obj))
+    }
+
+    fn get(
+        &self,
+        obj: &ObjId,
+        prop: impl Into<automerge::Prop>,
+    ) -> Result<Option<(Value<'a>, ObjId)>, automerge::AutomergeError> {
+        match self.heads {
+            Some(heads) => self.doc.get_at(obj, prop, heads),
+            None => self.doc.get(obj, prop),
+        }
+    }
+
+    fn text(&self, obj: &ObjId) -> Result<String, automerge::AutomergeError> {
+        match self.heads {
+            Some(heads) => self.doc.text_at(obj, heads),
+            None => self.doc.text(obj),
+        }
+    }
+
+    fn length(&self, obj: &ObjId) -> usize {
+        match self.heads {
+            Some(heads) => self.doc.length_at(obj, heads),
+            None => self.doc.length(obj),
+        }
+    }
+
+    fn read_task(&self, id: &TaskId) -> Result<Option<Task>, SchemaError> {
+        let root_path = Path::root();
+        let root = self.fields(&ROOT);
+        let tasks_obj = self.object(&root, "tasks", ObjType::Map, &root_path)?;
+        let path = root_path.key("tasks").key(id.as_str());
+        match self.get(&tasks_obj, id.as_str())? {
+            None => Ok(None),
+            Some((Value::Object(ObjType::Map), obj)) => self.task(id.as_str(), &obj, &path).map(Some),
+            Some(_) => Err(SchemaError::WrongType {
+                path,
+                expected: "a map",
+            }),
+        }
+    }
+
     fn required<'f>(
         &self,
         fields: &'f Fields,
@@ -407,7 +472,7 @@ impl<D: ReadDoc> Reader<'_, D> {
     /// Text as an Automerge `Text` object or a plain string scalar.
     fn string(&self, fields: &Fields, prop: &str, parent: &Path) -> Result<String, SchemaError> {
         match self.required(fields, prop, parent)? {
-            (Value::Object(ObjType::Text), id) => Ok(self.doc.text(id)?),
+            (Value::Object(ObjType::Text), id) => Ok(self.text(id)?),
             (Value::Scalar(s), _) => match s.as_ref() {
                 ScalarValue::Str(s) => Ok(s.to_string()),
                 _ => Err(self.wrong(parent, prop, "a string")),
@@ -469,7 +534,7 @@ impl<D: ReadDoc> Reader<'_, D> {
         prop: &str,
         parent: &Path,
     ) -> Result<BTreeSet<String>, SchemaError> {
-        let set = Fields::of(self.doc, &self.object(fields, prop, ObjType::Map, parent)?);
+        let set = self.fields(&self.object(fields, prop, ObjType::Map, parent)?);
         let path = parent.key(prop);
         let mut out = BTreeSet::new();
         for key in set.keys() {
@@ -488,7 +553,7 @@ impl<D: ReadDoc> Reader<'_, D> {
     }
 
     fn task(&self, key: &str, obj: &ObjId, path: &Path) -> Result<Task, SchemaError> {
-        let fields = Fields::of(self.doc, obj);
+        let fields = self.fields(obj);
         let id = self.string(&fields, "id", path)?;
         if id != key {
             return Err(SchemaError::InvalidValue {
@@ -511,7 +576,7 @@ impl<D: ReadDoc> Reader<'_, D> {
         let comments_obj = self.object(&fields, "comments", ObjType::Map, path)?;
         let comments_path = path.key("comments");
         let mut comments = Vec::new();
-        for item in self.doc.map_range(&comments_obj, ..) {
+        for item in self.map_range(&comments_obj) {
             let cpath = comments_path.key(&item.key);
             if item.value != automerge::ValueRef::Object(ObjType::Map) {
                 return Err(SchemaError::WrongType {
@@ -519,7 +584,7 @@ impl<D: ReadDoc> Reader<'_, D> {
                     expected: "a map",
                 });
             }
-            let comment = Fields::of(self.doc, &item.id());
+            let comment = self.fields(&item.id());
             comments.push(Comment {
                 id: CommentId(self.string(&comment, "id", &cpath)?),
                 author: self.string(&comment, "author", &cpath)?,

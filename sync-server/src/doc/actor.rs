@@ -8,9 +8,9 @@
 //! REST edits are applied in the same batches, as changes by the user's server-side actor id;
 //! each is answered after the commit that stores it. The changes of a batch and the projection
 //! rows they alter (`projection::delta`, from the operations of exactly those changes) are stored
-//! in one transaction.
+//! in one transaction, with the events derived from them (`events::derive`, the outbox).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use automerge::{ChangeHash, sync};
@@ -23,9 +23,10 @@ use super::edit::{self, Applied, BoardEdit, EditError};
 use super::projection;
 use super::state::{DocState, load_document, new_change_actors};
 use super::{DocCommand, Registry};
+use crate::events::derive::{self, BoardRef, Merge};
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::now_ms;
-use crate::store::{ProjectionDelta, StoredChange};
+use crate::store::{OutboxEvent, ProjectionDelta, StoredChange};
 
 /// Most commands applied before the batch is persisted and answered.
 const MAX_BATCH: usize = 256;
@@ -44,8 +45,9 @@ pub(super) struct Actor {
     /// for it to be stored.
     reproject: bool,
     reprojected: Vec<oneshot::Sender<()>>,
-    /// The project whose board this is (looked up once, for cache invalidation).
-    project: Option<String>,
+    /// The project whose board this is, once found: where its events come from, and whose
+    /// cached view to drop.
+    board: Option<BoardRef>,
 }
 
 struct EditDone {
@@ -74,7 +76,7 @@ impl Actor {
             edits_done: Vec::new(),
             reproject: false,
             reprojected: Vec::new(),
-            project: None,
+            board: None,
         }
     }
 
@@ -480,8 +482,8 @@ impl Actor {
         link.send(error.encode());
     }
 
-    /// Persists what the batch changed, with its projection rows, then answers: the
-    /// durability rule's one place.
+    /// Persists what the batch changed, with its projection rows and events, then answers:
+    /// the durability rule's one place.
     async fn flush(&mut self, touched: &HashSet<ConnId>) -> Result<(), Fatal> {
         let Some(state) = self.state.as_ref() else {
             return Ok(());
@@ -490,17 +492,30 @@ impl Actor {
         let heads = state.heads();
         let changed = !new.is_empty();
         if changed || self.reproject {
-            let projection = self.projection(&heads, &new);
+            let now = now_ms();
+            let board = if changed { self.board().await? } else { None };
+            let authors = match &board {
+                Some(_) => self.registry.authors(&new).await.map_err(|e| {
+                    tracing::error!(document = %self.id, error = %e, "finding the changes' authors failed");
+                    Fatal
+                })?,
+                None => Default::default(),
+            };
+            let (projection, events) =
+                self.derive(&heads, &new, board.as_ref().map(|b| (b, &authors)), now);
             let changes: Vec<StoredChange> = new.into_iter().map(StoredChange::from).collect();
             if let Err(e) = self
                 .registry
                 .inner
                 .store
-                .append(&self.id, &changes, &heads, &projection, now_ms())
+                .append(&self.id, &changes, &heads, &projection, &events, now)
                 .await
             {
                 tracing::error!(document = %self.id, error = %e, "storing changes failed");
                 return Err(Fatal);
+            }
+            if !events.is_empty() {
+                self.registry.inner.signals.events_written();
             }
             if let Some(state) = self.state.as_mut() {
                 state.mark_persisted(changes, heads);
@@ -537,18 +552,71 @@ impl Actor {
         Ok(())
     }
 
-    /// The projection rows for `new`, the changes applied since the last flush.
-    fn projection(&self, heads: &[ChangeHash], new: &[automerge::Change]) -> ProjectionDelta {
+    /// The projection rows and (for a project's board, with its changes' authors) the events
+    /// for `new`, the changes applied since the last flush.
+    fn derive(
+        &self,
+        heads: &[ChangeHash],
+        new: &[automerge::Change],
+        board: Option<(&BoardRef, &HashMap<automerge::ActorId, Arc<str>>)>,
+        now: i64,
+    ) -> (ProjectionDelta, Vec<OutboxEvent>) {
         let Some(state) = self.state.as_ref() else {
-            return ProjectionDelta::default();
+            return Default::default();
         };
+        let Some(doc) = state.doc() else {
+            return Default::default();
+        };
+        let touched = projection::Touched::of_changes(doc, new);
         // A board's first upload is all new: read it whole rather than change by change.
-        let whole = self.reproject || state.stored().heads.is_empty();
-        match state.doc() {
-            Some(doc) if whole => projection::rebuild(doc, heads),
-            Some(doc) => projection::delta(doc, &projection::Touched::of_changes(doc, new), heads),
-            None => ProjectionDelta::default(),
+        let projection = if self.reproject || state.stored().heads.is_empty() {
+            projection::rebuild(doc, heads)
+        } else {
+            projection::delta(doc, &touched, heads)
+        };
+        let events = match board {
+            Some((board, authors)) if !new.is_empty() => {
+                let merge = Merge {
+                    doc,
+                    before: &state.stored().heads,
+                    heads,
+                    changes: new,
+                    touched: &touched,
+                    authors,
+                };
+                derive::board_events(board, &merge, now)
+                    .iter()
+                    .map(|event| OutboxEvent::of(event, now))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        (projection, events)
+    }
+
+    /// The project whose board this document is, looked up until found (a project can be
+    /// made for a document that already exists).
+    async fn board(&mut self) -> Result<Option<BoardRef>, Fatal> {
+        if let Some(board) = &self.board {
+            return Ok(Some(board.clone()));
         }
+        let found = self
+            .registry
+            .inner
+            .store
+            .project_of_document(&self.id.to_string())
+            .await
+            .map_err(|e| {
+                // Without it the merge's events could not be written: nothing is stored.
+                tracing::error!(document = %self.id, error = %e, "finding the board's project failed");
+                Fatal
+            })?;
+        let board = found.map(|p| BoardRef {
+            workspace_id: p.workspace_id,
+            project_id: p.id,
+        });
+        self.board.clone_from(&board);
+        Ok(board)
     }
 
     /// Answers the REST edits whose changes are now stored.
@@ -566,24 +634,10 @@ impl Actor {
 
     /// Drops the cached view of this board's project (it shows the board's columns and counts).
     async fn invalidate_project(&mut self) {
-        if self.project.is_none() {
-            let found = self
-                .registry
-                .inner
-                .store
-                .project_of_document(&self.id.to_string())
-                .await;
-            match found {
-                Ok(Some(project)) => self.project = Some(project.id),
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(document = %self.id, error = %e, "finding the board's project failed");
-                    return;
-                }
-            }
-        }
-        if let Some(project) = &self.project {
-            self.registry.inner.cache.invalidate(project).await;
+        match self.board().await {
+            Ok(Some(board)) => self.registry.inner.cache.invalidate(&board.project_id).await,
+            Ok(None) => {}
+            Err(Fatal) => {}
         }
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::cache::ProjectCache;
+use crate::events::Signals;
 use crate::link::{ConnId, PeerLink};
 use crate::store::Store;
 use edit::{Applied, BoardEdit, EditError};
@@ -118,6 +119,8 @@ struct Inner {
     store: Store,
     /// Project views to invalidate when a board changes.
     cache: ProjectCache,
+    /// Woken when a commit wrote events.
+    signals: Signals,
     config: DocConfig,
     server_peer: PeerId,
     /// Never leaves the process: server-side actor ids cannot be guessed (and claimed first).
@@ -132,13 +135,20 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(store: Store, cache: ProjectCache, config: DocConfig, server_peer: PeerId) -> Self {
+    pub fn new(
+        store: Store,
+        cache: ProjectCache,
+        signals: Signals,
+        config: DocConfig,
+        server_peer: PeerId,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 docs: Mutex::new(HashMap::new()),
                 actors: Mutex::new(HashMap::new()),
                 store,
                 cache,
+                signals,
                 config,
                 server_peer,
                 actor_salt: rand::random(),
@@ -195,6 +205,40 @@ impl Registry {
     }
 
     /// The user `actor` belongs to, binding it to `user` if it belongs to nobody yet.
+    /// The users the authors of `changes` are bound to (every stored change's author is).
+    async fn authors(
+        &self,
+        changes: &[automerge::Change],
+    ) -> Result<HashMap<ActorId, Arc<str>>, crate::store::StoreError> {
+        let mut authors = HashMap::new();
+        for change in changes {
+            let actor = change.actor_id();
+            if authors.contains_key(actor) {
+                continue;
+            }
+            let cached = self
+                .inner
+                .actors
+                .lock()
+                .expect("actor cache lock")
+                .get(actor)
+                .cloned();
+            let owner = match cached {
+                Some(owner) => Some(owner),
+                None => self
+                    .inner
+                    .store
+                    .actor_user(&actor.to_hex_string())
+                    .await?
+                    .map(Arc::from),
+            };
+            if let Some(owner) = owner {
+                authors.insert(actor.clone(), owner);
+            }
+        }
+        Ok(authors)
+    }
+
     async fn actor_owner(
         &self,
         actor: &ActorId,

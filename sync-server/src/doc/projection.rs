@@ -48,6 +48,8 @@ pub struct Touched {
     pub everything: bool,
     pub columns: bool,
     pub tasks: BTreeMap<TaskId, Parts>,
+    /// For each touched task, which of the changes (their indexes, ascending) touched it.
+    pub sources: BTreeMap<TaskId, Vec<usize>>,
 }
 
 /// The keys from the root down to an object (`""` for a list position).
@@ -62,7 +64,7 @@ impl Touched {
     pub fn of_changes(doc: &Automerge, changes: &[Change]) -> Touched {
         let mut touched = Touched::default();
         let mut paths: HashMap<(u64, automerge::ActorId), ObjectPath> = HashMap::new();
-        for change in changes {
+        for (index, change) in changes.iter().enumerate() {
             for op in change.decode().operations {
                 let mut keys = match &op.obj {
                     ObjectId::Root => Vec::new(),
@@ -80,29 +82,34 @@ impl Touched {
                 if let Key::Map(key) = &op.key {
                     keys.push(key.to_string());
                 }
-                touched.classify(&keys);
+                touched.classify(&keys, index);
             }
         }
         touched
     }
 
-    fn touch(&mut self, task: &str, parts: Parts) {
+    fn touch(&mut self, task: &str, parts: Parts, change: usize) {
         let entry = self.tasks.entry(TaskId::new(task)).or_default();
         *entry = entry.union(parts);
+        let sources = self.sources.entry(TaskId::new(task)).or_default();
+        if sources.last() != Some(&change) {
+            sources.push(change);
+        }
     }
 
-    /// Notes a change at `keys` (root first) of the board.
-    fn classify(&mut self, keys: &[String]) {
+    /// Notes an operation of change number `change` at `keys` (root first) of the board.
+    fn classify(&mut self, keys: &[String], change: usize) {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         match keys.as_slice() {
             ["tasks"] => self.everything = true,
-            ["tasks", task] => self.touch(task, Parts::ALL),
+            ["tasks", task] => self.touch(task, Parts::ALL, change),
             ["tasks", task, "assignees", ..] => self.touch(
                 task,
                 Parts {
                     assignees: true,
                     ..Parts::default()
                 },
+                change,
             ),
             ["tasks", task, "labels", ..] => self.touch(
                 task,
@@ -110,6 +117,7 @@ impl Touched {
                     labels: true,
                     ..Parts::default()
                 },
+                change,
             ),
             ["tasks", task, "comments", ..] => self.touch(
                 task,
@@ -117,8 +125,9 @@ impl Touched {
                     comments: true,
                     ..Parts::default()
                 },
+                change,
             ),
-            ["tasks", task, ..] => self.touch(task, Parts::default()),
+            ["tasks", task, ..] => self.touch(task, Parts::default(), change),
             ["columns", ..] => self.columns = true,
             _ => {}
         }
@@ -391,8 +400,8 @@ mod tests {
     fn the_delta_reads_touched_tasks_and_drops_vanished_ones() {
         let mut doc = board();
         let mut touched = Touched::default();
-        touched.touch("t1", parts(true, false, false));
-        touched.touch("gone", Parts::default());
+        touched.touch("t1", parts(true, false, false), 0);
+        touched.touch("gone", Parts::default(), 0);
         let heads = doc.get_heads();
         let delta = delta(doc.document(), &touched, &heads);
         assert_eq!(delta.tasks.len(), 1);

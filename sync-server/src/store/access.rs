@@ -66,4 +66,15 @@ impl Store {
             Ok(owner.get(0))
         })
     }
+
+    /// The user `actor` is bound to, if any.
+    pub async fn actor_user(&self, actor: &str) -> Result<Option<String>, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let row = sqlx::query(&sql("SELECT user_id FROM actors WHERE actor_id = $1"))
+                .bind(actor)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
 }

@@ -31,7 +31,9 @@ const USER_COLUMNS: &str = "id, email, name, password_hash, created_at";
 impl Store {
     /// Stores a new user; `false` when the email is taken.
     pub async fn create_user(&self, user: &UserRow) -> Result<bool, StoreError> {
+        let event = crate::events::domain::user_registered(user);
         with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
             let done = sqlx::query(&sql(
                 "INSERT INTO users (id, email, name, password_hash, created_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
@@ -41,9 +43,14 @@ impl Store {
             .bind(&user.name)
             .bind(&user.password_hash)
             .bind(user.created_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
-            Ok(done.rows_affected() == 1)
+            let created = done.rows_affected() == 1;
+            if created {
+                write_outbox!(&mut *tx, sql, std::slice::from_ref(&event)).await?;
+            }
+            tx.commit().await?;
+            Ok(created)
         })
     }
 

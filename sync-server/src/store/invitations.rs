@@ -45,7 +45,9 @@ impl Store {
         invitation: &InvitationRow,
         token_hash: &str,
     ) -> Result<(), StoreError> {
+        let event = crate::events::domain::user_invited(invitation);
         with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
             sqlx::query(&sql("INSERT INTO invitations
                    (id, workspace_id, email, role, token_hash, invited_by, created_at, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
@@ -57,8 +59,10 @@ impl Store {
             .bind(&invitation.invited_by)
             .bind(invitation.created_at)
             .bind(invitation.expires_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            write_outbox!(&mut *tx, sql, std::slice::from_ref(&event)).await?;
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -124,7 +128,7 @@ impl Store {
             };
             if let Some((user, role)) = user {
                 let workspace: String = closed.get(0);
-                sqlx::query(&sql(
+                let joined = sqlx::query(&sql(
                     "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id, user_id) DO NOTHING",
                 ))
@@ -134,6 +138,17 @@ impl Store {
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
+                if joined.rows_affected() == 1 {
+                    let event = crate::events::domain::member_changed(
+                        &workspace,
+                        user,
+                        user,
+                        None,
+                        Some(role),
+                        now_ms,
+                    );
+                    write_outbox!(&mut *tx, sql, std::slice::from_ref(&event)).await?;
+                }
             }
             tx.commit().await?;
             Ok(true)

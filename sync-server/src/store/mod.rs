@@ -27,6 +27,9 @@ macro_rules! with_pool {
     };
 }
 
+// Before the modules that use its macro.
+#[macro_use]
+mod outbox;
 mod access;
 mod idempotency;
 mod identity;
@@ -36,16 +39,19 @@ mod projection;
 mod postgres;
 mod projects;
 mod sqlite;
+mod webhooks;
 mod workspaces;
 
 pub use access::DocumentAccess;
 pub use idempotency::{Claim, KeyTimes};
 pub use identity::{Rotation, UserRow};
 pub use invitations::InvitationRow;
+pub use outbox::{DeadLetter, Lease, LoggedEvent, OutboxEvent};
 pub use projection::{
     ColumnSummary, CommentRecord, ProjectionDelta, TaskFilter, TaskRecord, TaskUpdate,
 };
 pub use projects::ProjectRow;
+pub use webhooks::{Attempt, DeliveryRow, WebhookRow};
 pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
 use std::path::Path;
@@ -164,20 +170,22 @@ impl Store {
         }
     }
 
-    /// Appends change chunks (those already stored are skipped), records the document's heads
-    /// and writes the board projection's rows those changes alter, in one transaction,
-    /// creating the document on its first append. Returns once committed.
+    /// Appends change chunks (those already stored are skipped), records the document's heads,
+    /// writes the board projection's rows those changes alter and the events derived from them
+    /// (the outbox), in one transaction, creating the document on its first append. Returns
+    /// once committed.
     pub async fn append(
         &self,
         id: &DocumentId,
         changes: &[StoredChange],
         heads: &[ChangeHash],
         projection: &ProjectionDelta,
+        events: &[OutboxEvent],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.append(id, changes, heads, projection, now_ms).await,
-            Store::Postgres(s) => s.append(id, changes, heads, projection, now_ms).await,
+            Store::Sqlite(s) => s.append(id, changes, heads, projection, events, now_ms).await,
+            Store::Postgres(s) => s.append(id, changes, heads, projection, events, now_ms).await,
         }
     }
 

@@ -11,7 +11,8 @@ use sqlx::{PgPool, Row};
 use taskflow_proto::DocumentId;
 
 use super::{
-    ChangeRow, DocumentRow, ProjectionDelta, StoreError, StoredChange, StoredDoc, assemble,
+    ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc,
+    assemble,
     encode_heads,
 };
 
@@ -81,6 +82,7 @@ impl PgStore {
         changes: &[StoredChange],
         heads: &[ChangeHash],
         projection: &ProjectionDelta,
+        events: &[OutboxEvent],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let key = id.to_string();
@@ -109,6 +111,7 @@ impl PgStore {
         .await?;
         let sql = |text: &str| text.to_owned();
         write_projection!(&mut *tx, sql, &key, projection).await?;
+        write_outbox!(&mut *tx, sql, events).await?;
         tx.commit().await?;
         Ok(())
     }

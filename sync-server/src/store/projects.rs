@@ -35,9 +35,12 @@ macro_rules! project_row {
 }
 
 impl Store {
-    /// Stores a new project; `false` when another project already has its document.
+    /// Stores a new project (and its `project.created` event); `false` when another project
+    /// already has its document.
     pub async fn create_project(&self, p: &ProjectRow) -> Result<bool, StoreError> {
+        let event = crate::events::domain::project_created(p);
         with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
             let done = sqlx::query(&sql(
                 "INSERT INTO projects (id, workspace_id, name, document_id, created_by, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (document_id) DO NOTHING",
@@ -48,9 +51,14 @@ impl Store {
             .bind(&p.document_id)
             .bind(&p.created_by)
             .bind(p.created_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
-            Ok(done.rows_affected() == 1)
+            let created = done.rows_affected() == 1;
+            if created {
+                write_outbox!(&mut *tx, sql, std::slice::from_ref(&event)).await?;
+            }
+            tx.commit().await?;
+            Ok(created)
         })
     }
 

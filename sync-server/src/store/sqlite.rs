@@ -17,7 +17,7 @@ use taskflow_proto::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChangeRow, DocumentRow, ProjectionDelta, StoreError, StoredChange, StoredDoc, assemble,
+    ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc, assemble,
     encode_heads,
 };
 
@@ -43,6 +43,7 @@ struct Append {
     changes: Vec<StoredChange>,
     heads: Vec<ChangeHash>,
     projection: ProjectionDelta,
+    events: Vec<OutboxEvent>,
     now_ms: i64,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -115,6 +116,7 @@ impl SqliteStore {
         changes: &[StoredChange],
         heads: &[ChangeHash],
         projection: &ProjectionDelta,
+        events: &[OutboxEvent],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let (done, committed) = oneshot::channel();
@@ -123,6 +125,7 @@ impl SqliteStore {
             changes: changes.to_vec(),
             heads: heads.to_vec(),
             projection: projection.clone(),
+            events: events.to_vec(),
             now_ms,
             done,
         };
@@ -230,6 +233,7 @@ async fn write_group(pool: &SqlitePool, group: &[Append]) -> Result<(), sqlx::Er
         }
         let sql = |text: &str| text.replace('$', "?");
         write_projection!(&mut *tx, sql, &key, &append.projection).await?;
+        write_outbox!(&mut *tx, sql, &append.events).await?;
     }
     tx.commit().await
 }

@@ -182,6 +182,7 @@ impl Store {
     /// Changes or ends `target`'s membership as `decide` rules on the facts, all in one
     /// transaction that first locks the workspace row: concurrent changes to one workspace run
     /// one after the other, so "always an owner" holds even when two owners step down at once.
+    /// The change's event (`member.role_changed` or `member.removed`) is written with it.
     pub async fn change_member<E>(
         &self,
         workspace: &str,
@@ -189,6 +190,7 @@ impl Store {
         target: &str,
         decide: impl FnOnce(MemberFacts) -> Result<MemberChange, E>,
     ) -> Result<Result<MemberChange, E>, StoreError> {
+        let now = crate::now_ms();
         with_pool!(self, |pool, sql| {
             let mut tx = pool.begin().await?;
             sqlx::query(&sql("UPDATE workspaces SET name = name WHERE id = $1"))
@@ -223,6 +225,7 @@ impl Store {
                     .transpose()?,
                 owners: usize::try_from(owners).unwrap_or(0),
             };
+            let from = facts.target;
             let change = match decide(facts) {
                 Ok(change) => change,
                 Err(refused) => return Ok(Err(refused)),
@@ -241,6 +244,16 @@ impl Store {
                 query = query.bind(new_role.as_str());
             }
             query.execute(&mut *tx).await?;
+            let to = match change {
+                MemberChange::SetRole(role) => Some(role),
+                MemberChange::Remove => None,
+            };
+            if from != to {
+                let event = crate::events::domain::member_changed(
+                    workspace, actor, target, from, to, now,
+                );
+                write_outbox!(&mut *tx, sql, std::slice::from_ref(&event)).await?;
+            }
             tx.commit().await?;
             Ok(Ok(change))
         })

@@ -49,6 +49,14 @@ async fn the_schema_fuzzer_finds_no_server_errors(backend: Backend) {
         )
         .await
         .expect("invite");
+    let webhook = ann
+        .post(
+            &format!("/api/v1/workspaces/{}/webhooks", ann.workspace_id),
+            // Nothing listens there: deliveries fail quietly.
+            json!({ "url": "http://127.0.0.1:9/hook", "eventTypes": ["task.created"] }),
+        )
+        .await
+        .expect("webhook");
     let (project, _) = ann.project("Fuzzed").await.expect("project");
     let task = ann
         .post(
@@ -63,7 +71,7 @@ async fn the_schema_fuzzer_finds_no_server_errors(backend: Backend) {
         r#"
 [[operations]]
 include-path-regex = "^/api/v1/workspaces/"
-parameters = {{ id = "{workspace}", user = "{bob}", invitation = "{invitation}" }}
+parameters = {{ id = "{workspace}", user = "{bob}", invitation = "{invitation}", webhook = "{webhook}" }}
 
 [[operations]]
 include-path-regex = "^/api/v1/projects/"
@@ -76,6 +84,7 @@ parameters = {{ id = "{task}" }}
         workspace = ann.workspace_id,
         bob = bob.user_id,
         invitation = invitation["id"].as_str().expect("invitation id"),
+        webhook = webhook["id"].as_str().expect("webhook id"),
         project = project,
         task = task["id"].as_str().expect("task id"),
     );

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod crash;
+mod events;
 mod fuzz;
 mod grpc;
 mod http;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use automerge::AutoCommit;
 use taskflow_proto::board::ops::{self, NewTask};
+use taskflow_sync_server::events::consume::Consumer;
 use taskflow_sync_server::server::Shared;
 use taskflow_sync_server::store::Store;
 use taskflow_sync_server::{Config, Server};
@@ -132,7 +133,19 @@ impl TestServer {
     /// Starts with `account` (from an earlier server on the same database) as the test account,
     /// or a newly registered one.
     pub async fn start_as(config: Config, account: Option<Account>) -> TestServer {
-        let server = Server::open(&config).await.expect("server opens");
+        Self::start_with(config, account, Vec::new()).await
+    }
+
+    /// Starts with extra consumers of the domain events.
+    pub async fn start_with(
+        config: Config,
+        account: Option<Account>,
+        consumers: Vec<Arc<dyn Consumer>>,
+    ) -> TestServer {
+        let mut server = Server::open(&config).await.expect("server opens");
+        for consumer in consumers {
+            server.add_consumer(consumer);
+        }
         let grpc_addr = server.grpc_addr();
         let shared = server.shared().clone();
         let store = server.store().clone();
