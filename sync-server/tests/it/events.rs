@@ -50,12 +50,17 @@ impl Recorder {
         })
     }
 
-    fn poisoned(name: &str, poison: fn(&Envelope) -> bool) -> Arc<Recorder> {
+    pub fn poisoned(name: &str, poison: fn(&Envelope) -> bool) -> Arc<Recorder> {
         Arc::new(Recorder {
             name: name.to_owned(),
             poison: Some(poison),
             ..Recorder::default()
         })
+    }
+
+    /// How many times the event `id` was tried.
+    pub fn tries(&self, id: &str) -> u32 {
+        self.tries.lock().expect("lock").get(id).copied().unwrap_or(0)
     }
 
     pub fn events(&self) -> Vec<Envelope> {
@@ -364,7 +369,7 @@ async fn a_poison_event_ends_as_a_dead_letter_after_its_tries(backend: Backend) 
     assert_eq!(letter.reason, "refusing task.created");
     let event: Envelope = serde_json::from_str(&letter.payload).expect("the event is kept");
     assert_eq!(event.partitionkey, ids["poison"]);
-    assert_eq!(poisoned.tries.lock().expect("lock")[&letter.event_id], 3);
+    assert_eq!(poisoned.tries(&letter.event_id), 3);
     assert!(
         about(&poisoned.events(), &ids["poison"]).is_empty(),
         "the poison event was never handled"

