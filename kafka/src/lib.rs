@@ -85,7 +85,10 @@ impl Producer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
-            .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                MESSAGE_TIMEOUT.as_millis().to_string(),
+            )
             .create()?;
         Ok(Producer {
             inner,
@@ -152,7 +155,10 @@ async fn send_all(
 pub enum Verdict {
     Handled,
     /// Given up after `attempts`: goes to the dead-letter topic with why.
-    DeadLetter { reason: String, attempts: u32 },
+    DeadLetter {
+        reason: String,
+        attempts: u32,
+    },
     /// Not handled and not given up (the consumer is stopping): left uncommitted.
     Abandon,
 }
@@ -190,8 +196,7 @@ where
             return;
         }
     };
-    let dead_letters = match Producer::new(&subscription.brokers, &subscription.dead_letter_topic)
-    {
+    let dead_letters = match Producer::new(&subscription.brokers, &subscription.dead_letter_topic) {
         Ok(producer) => producer,
         Err(e) => {
             tracing::error!(error = %e, "a dead-letter producer could not start");

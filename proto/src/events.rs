@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::board::{Comment, ColumnId, Millis, Task};
+use crate::board::{ColumnId, Comment, Millis, Task};
 
 /// The CloudEvents version of the envelope.
 pub const SPEC_VERSION: &str = "1.0";
@@ -118,17 +118,17 @@ impl Envelope {
             (Some(w), None) => format!("/workspaces/{w}"),
             _ => "/users".to_owned(),
         };
-        let subject = if let Some(task) = &data.task_id {
-            Some(format!("tasks/{task}"))
-        } else if let Some(member) = &data.member_id {
-            Some(format!("members/{member}"))
-        } else if let Some(user) = &data.user {
-            Some(format!("users/{}", user.id))
-        } else if let Some(invitation) = &data.invitation {
-            Some(format!("invitations/{}", invitation.id))
-        } else {
-            None
-        };
+        let subject = data
+            .task_id
+            .as_ref()
+            .map(|task| format!("tasks/{task}"))
+            .or_else(|| data.member_id.as_ref().map(|m| format!("members/{m}")))
+            .or_else(|| data.user.as_ref().map(|u| format!("users/{}", u.id)))
+            .or_else(|| {
+                data.invitation
+                    .as_ref()
+                    .map(|i| format!("invitations/{}", i.id))
+            });
         let partitionkey = data
             .task_id
             .clone()
@@ -554,10 +554,7 @@ mod tests {
         let mut touched = task();
         touched.updated_at = 9_000;
         assert!(task_changes(Some(&task()), Some(&touched)).is_empty());
-        assert_eq!(
-            types(&task_changes(Some(&task()), None)),
-            ["task.deleted"]
-        );
+        assert_eq!(types(&task_changes(Some(&task()), None)), ["task.deleted"]);
         let mut archived = task();
         archived.archived = true;
         assert_eq!(
@@ -585,7 +582,10 @@ mod tests {
         assert_eq!(json["partitionkey"], "t1");
         assert_eq!(json["time"], "1970-01-01T00:00:00Z");
         assert_eq!(json["data"]["task"]["column"]["name"], "To do");
-        assert!(json["data"].get("fields").is_none(), "unused parts are left out");
+        assert!(
+            json["data"].get("fields").is_none(),
+            "unused parts are left out"
+        );
         let back: Envelope = serde_json::from_value(json).expect("parses");
         assert_eq!(back, envelope);
     }

@@ -430,7 +430,9 @@ impl<'a, D: ReadDoc> Reader<'a, D> {
         let path = root_path.key("tasks").key(id.as_str());
         match self.get(&tasks_obj, id.as_str())? {
             None => Ok(None),
-            Some((Value::Object(ObjType::Map), obj)) => self.task(id.as_str(), &obj, &path).map(Some),
+            Some((Value::Object(ObjType::Map), obj)) => {
+                self.task(id.as_str(), &obj, &path).map(Some)
+            }
             Some(_) => Err(SchemaError::WrongType {
                 path,
                 expected: "a map",

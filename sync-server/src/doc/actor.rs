@@ -635,7 +635,13 @@ impl Actor {
     /// Drops the cached view of this board's project (it shows the board's columns and counts).
     async fn invalidate_project(&mut self) {
         match self.board().await {
-            Ok(Some(board)) => self.registry.inner.cache.invalidate(&board.project_id).await,
+            Ok(Some(board)) => {
+                self.registry
+                    .inner
+                    .cache
+                    .invalidate(&board.project_id)
+                    .await
+            }
             Ok(None) => {}
             Err(Fatal) => {}
         }

@@ -64,7 +64,10 @@ impl RetryPolicy {
 pub enum Outcome {
     Handled,
     /// Given up: the last reason, after this many tries.
-    Failed { reason: String, attempts: u32 },
+    Failed {
+        reason: String,
+        attempts: u32,
+    },
 }
 
 /// Handles `payload` (a CloudEvents JSON object) with `consumer`, retrying as `policy` says.

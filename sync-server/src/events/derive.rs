@@ -46,12 +46,7 @@ pub fn board_events(board: &BoardRef, merge: &Merge<'_>, now_ms: i64) -> Vec<Env
         return Vec::new();
     }
     let columns = Board::read_columns(merge.doc).unwrap_or_default();
-    let column_name = |id: &ColumnId| {
-        columns
-            .iter()
-            .find(|c| &c.id == id)
-            .map(|c| c.name.clone())
-    };
+    let column_name = |id: &ColumnId| columns.iter().find(|c| &c.id == id).map(|c| c.name.clone());
     let heads: Vec<String> = merge.heads.iter().map(ToString::to_string).collect();
     let mut events = Vec::new();
     for id in ids {
@@ -61,7 +56,11 @@ pub fn board_events(board: &BoardRef, merge: &Merge<'_>, now_ms: i64) -> Vec<Env
         if changes.is_empty() {
             continue;
         }
-        let sources = merge.touched.sources.get(&id).map_or(&[][..], Vec::as_slice);
+        let sources = merge
+            .touched
+            .sources
+            .get(&id)
+            .map_or(&[][..], Vec::as_slice);
         let actor = sources
             .last()
             .and_then(|&i| merge.changes.get(i))
@@ -235,8 +234,14 @@ mod tests {
             ["task.status.updated", "task.due_changed", "task.updated"]
         );
         assert!(events.iter().all(|e| e.partitionkey == one.as_str()));
-        assert_eq!(events[0].data.from, Some(json!({"id": "todo", "name": "To do"})));
-        assert_eq!(events[0].data.to, Some(json!({"id": "done", "name": "Done"})));
+        assert_eq!(
+            events[0].data.from,
+            Some(json!({"id": "todo", "name": "To do"}))
+        );
+        assert_eq!(
+            events[0].data.to,
+            Some(json!({"id": "done", "name": "Done"}))
+        );
         assert_eq!(events[1].data.from, Some(Value::Null));
         assert_eq!(events[1].data.to, Some(json!("1970-01-02T00:00:00Z")));
         assert_eq!(events[2].data.fields["title"].from, json!("one"));

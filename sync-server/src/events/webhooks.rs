@@ -252,10 +252,7 @@ async fn deliver(
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/api/v1/workspaces/{id}/webhooks",
-            get(list).post(create),
-        )
+        .route("/api/v1/workspaces/{id}/webhooks", get(list).post(create))
         .route(
             "/api/v1/workspaces/{id}/webhooks/{webhook}",
             get(show).patch(change).delete(remove),

@@ -184,8 +184,14 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.append(id, changes, heads, projection, events, now_ms).await,
-            Store::Postgres(s) => s.append(id, changes, heads, projection, events, now_ms).await,
+            Store::Sqlite(s) => {
+                s.append(id, changes, heads, projection, events, now_ms)
+                    .await
+            }
+            Store::Postgres(s) => {
+                s.append(id, changes, heads, projection, events, now_ms)
+                    .await
+            }
         }
     }
 

@@ -185,11 +185,9 @@ impl Store {
     /// Drops published events older than `before` that every in-process consumer has handled.
     pub async fn prune_published(&self, before: i64) -> Result<u64, StoreError> {
         with_pool!(self, |pool, sql| {
-            let done = sqlx::query(&sql(
-                "DELETE FROM outbox WHERE published_at < $1
+            let done = sqlx::query(&sql("DELETE FROM outbox WHERE published_at < $1
                    AND published_seq <= COALESCE(
-                       (SELECT MIN(published_seq) FROM consumer_offsets), published_seq)",
-            ))
+                       (SELECT MIN(published_seq) FROM consumer_offsets), published_seq)"))
             .bind(before)
             .execute(pool)
             .await?;
@@ -221,11 +219,9 @@ impl Store {
         with_pool!(self, |pool, sql| {
             let mut tx = pool.begin().await?;
             if let Some(dead) = dead {
-                sqlx::query(&sql(
-                    "INSERT INTO dead_letters
+                sqlx::query(&sql("INSERT INTO dead_letters
                        (consumer, event_id, payload, reason, attempts, failed_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                ))
+                     VALUES ($1, $2, $3, $4, $5, $6)"))
                 .bind(&dead.consumer)
                 .bind(&dead.event_id)
                 .bind(&dead.payload)

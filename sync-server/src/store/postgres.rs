@@ -12,8 +12,7 @@ use taskflow_proto::DocumentId;
 
 use super::{
     ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc,
-    assemble,
-    encode_heads,
+    assemble, encode_heads,
 };
 
 const MAX_CONNECTIONS: u32 = 16;

@@ -17,8 +17,8 @@ use taskflow_proto::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc, assemble,
-    encode_heads,
+    ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc,
+    assemble, encode_heads,
 };
 
 /// How long a writer waits for SQLite's write lock before failing.

@@ -249,9 +249,8 @@ impl Store {
                 MemberChange::Remove => None,
             };
             if from != to {
-                let event = crate::events::domain::member_changed(
-                    workspace, actor, target, from, to, now,
-                );
+                let event =
+                    crate::events::domain::member_changed(workspace, actor, target, from, to, now);
                 write_outbox!(&mut *tx, sql, std::slice::from_ref(&event)).await?;
             }
             tx.commit().await?;

@@ -38,7 +38,9 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("name", &self.name).finish()
+        f.debug_struct("Recorder")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -60,7 +62,12 @@ impl Recorder {
 
     /// How many times the event `id` was tried.
     pub fn tries(&self, id: &str) -> u32 {
-        self.tries.lock().expect("lock").get(id).copied().unwrap_or(0)
+        self.tries
+            .lock()
+            .expect("lock")
+            .get(id)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn events(&self) -> Vec<Envelope> {
@@ -172,7 +179,13 @@ pub async fn edit_a_task(account: &Account) -> (String, String) {
     peer.until_server_has(doc).await.expect("stored");
 
     let path = format!("/api/v1/tasks/{id}");
-    rest(account, Method::PATCH, &path, json!({ "due": "2027-03-01" })).await;
+    rest(
+        account,
+        Method::PATCH,
+        &path,
+        json!({ "due": "2027-03-01" }),
+    )
+    .await;
     rest(
         account,
         Method::POST,
@@ -205,17 +218,35 @@ pub fn check_task_life(events: &[&Envelope], account: &Account, project: &str, t
     assert_eq!(kinds(events), TASK_LIFE);
     for event in events {
         let data = &event.data;
-        assert_eq!(data.actor.as_deref(), Some(account.user_id.as_str()), "{}", event.kind);
+        assert_eq!(
+            data.actor.as_deref(),
+            Some(account.user_id.as_str()),
+            "{}",
+            event.kind
+        );
         assert_eq!(data.project_id.as_deref(), Some(project));
         assert_eq!(data.task_id.as_deref(), Some(task));
         assert!(data.workspace_id.is_some());
-        assert!(!data.changes.is_empty() && !data.heads.is_empty(), "{}", event.kind);
-        assert_eq!(event.subject.as_deref(), Some(format!("tasks/{task}").as_str()));
+        assert!(
+            !data.changes.is_empty() && !data.heads.is_empty(),
+            "{}",
+            event.kind
+        );
+        assert_eq!(
+            event.subject.as_deref(),
+            Some(format!("tasks/{task}").as_str())
+        );
         assert_eq!(event.specversion, "1.0");
     }
     assert_eq!(events[1].data.added, vec![account.user_id.clone()]);
-    assert_eq!(events[2].data.from, Some(json!({"id": "todo", "name": "To do"})));
-    assert_eq!(events[2].data.to, Some(json!({"id": "done", "name": "Done"})));
+    assert_eq!(
+        events[2].data.from,
+        Some(json!({"id": "todo", "name": "To do"}))
+    );
+    assert_eq!(
+        events[2].data.to,
+        Some(json!({"id": "done", "name": "Done"}))
+    );
     assert_eq!(
         serde_json::to_value(&events[3].data.fields).expect("json"),
         json!({"title": {"from": "Write", "to": "Write more"}}),
@@ -300,14 +331,21 @@ async fn concurrent_edits_are_reported_as_the_merged_outcome(backend: Backend) {
             title: Some(title.into()),
             ..TaskEdit::default()
         };
-        peer.edit(doc, |tx| ops::edit_task(tx, &id, rename, 3).expect("rename"))
-            .await
-            .expect("edit");
+        peer.edit(doc, |tx| {
+            ops::edit_task(tx, &id, rename, 3).expect("rename")
+        })
+        .await
+        .expect("edit");
     }
     for peer in &mut peers {
         peer.until_server_has(doc).await.expect("stored");
     }
-    let stored = server.store.load(&doc).await.expect("load").expect("stored");
+    let stored = server
+        .store
+        .load(&doc)
+        .await
+        .expect("load")
+        .expect("stored");
     let merged = automerge::Automerge::load(&stored.concatenated()).expect("loads");
     let winner = Board::read_task(&merged, &id)
         .expect("reads")
@@ -329,7 +367,11 @@ async fn concurrent_edits_are_reported_as_the_merged_outcome(backend: Backend) {
         .collect();
     assert!(!renames.is_empty());
     let last = renames.last().expect("a rename");
-    assert_eq!(last.data.fields["title"].to, json!(winner), "the merged title");
+    assert_eq!(
+        last.data.fields["title"].to,
+        json!(winner),
+        "the merged title"
+    );
     for peer in peers {
         peer.close().await.expect("close");
     }

@@ -21,7 +21,9 @@ use crate::support::{Backend, ServerProcess, TestDb, TestServer};
 fn state_dir() -> PathBuf {
     std::env::var("TASKFLOW_STATE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/taskflow"))
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/taskflow")
+        })
 }
 
 fn python() -> PathBuf {
@@ -52,10 +54,19 @@ impl Broker {
             .output()
             .await
             .expect("run the venv's python: run scripts/services.sh");
-        let tansu = String::from_utf8(found.stdout).expect("path").trim().to_owned();
+        let tansu = String::from_utf8(found.stdout)
+            .expect("path")
+            .trim()
+            .to_owned();
         let url = format!("tcp://{addr}");
         let child = Command::new(tansu)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -64,7 +75,10 @@ impl Broker {
             .expect("start tansu");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "tansu did not start");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tansu did not start"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Broker { addr, child }
@@ -74,9 +88,28 @@ impl Broker {
         self.addr.to_string()
     }
 
-    async fn stop(mut self) -> SocketAddr {
+    /// Freezes the broker (SIGSTOP): it holds its connections but answers nothing, as a
+    /// broker that went down does; [`Broker::resume`] brings it back with its data. (Killing
+    /// this broker would lose its topics, kept in memory, which no real broker does.)
+    fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("tansu runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    async fn stop(mut self) {
         self.child.kill().await.expect("kill tansu");
-        self.addr
     }
 }
 
@@ -152,7 +185,9 @@ fn per_key(records: &[Read]) -> BTreeMap<String, Vec<String>> {
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in records {
         if seen.insert(r.event.id.clone()) {
-            keys.entry(r.key.clone()).or_default().push(r.event.kind.clone());
+            keys.entry(r.key.clone())
+                .or_default()
+                .push(r.event.kind.clone());
         }
     }
     keys
@@ -174,11 +209,18 @@ async fn socket_and_rest_edits_reach_the_topic_as_the_expected_events() {
     let events: Vec<Envelope> = records.iter().map(|r| r.event.clone()).collect();
     check_task_life(&about(&events, &task), account, &project, &task);
     for r in &records {
-        assert_eq!(r.key, r.event.partitionkey, "keyed by the event's partition key");
+        assert_eq!(
+            r.key, r.event.partitionkey,
+            "keyed by the event's partition key"
+        );
         assert_eq!(r.headers["ce_type"], r.event.kind);
         assert_eq!(r.headers["content-type"], "application/cloudevents+json");
     }
-    assert!(events.iter().any(|e| e.kind == "project.created" && e.partitionkey == project));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "project.created" && e.partitionkey == project)
+    );
     assert!(events.iter().any(|e| e.kind == "user.registered"));
 
     // The consumer framework over Kafka (a consumer group) sees the same.
@@ -203,22 +245,32 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     let records = read_topic(&broker.brokers(), "taskflow.events", 2 + 2 * before.len()).await;
     assert_eq!(per_key(&records).len(), 2 + before.len());
 
-    // The broker goes away (and forgets everything: memory storage); the server serves on.
-    let addr = broker.stop().await;
-    let during = tasks_made_and_renamed(account, &project, 10).await;
-    assert!(server.store.pending_event_count().await.expect("count") >= 20);
+    // The broker goes down in the middle of a burst of edits; the server serves on.
+    let burst = {
+        let account = account.clone();
+        let project = project.clone();
+        tokio::spawn(async move { tasks_made_and_renamed(&account, &project, 10).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    broker.pause();
+    let during = burst.await.expect("the burst");
+    assert!(
+        server.store.pending_event_count().await.expect("count") > 0,
+        "the outbox grows"
+    );
 
-    let broker = Broker::start_on(addr).await;
-    let records = read_topic(&broker.brokers(), "taskflow.events", 2 * during.len()).await;
+    broker.resume();
+    let everything = 2 + 2 * (before.len() + during.len());
+    let records = read_topic(&broker.brokers(), "taskflow.events", everything).await;
     let keys = per_key(&records);
-    for id in &during {
+    for id in before.iter().chain(&during) {
         assert_eq!(
             keys.get(id).map(Vec::as_slice),
             Some(&["task.created".to_owned(), "task.updated".to_owned()][..]),
             "every event of {id}, in order"
         );
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while server.store.pending_event_count().await.expect("count") > 0 {
         assert!(tokio::time::Instant::now() < deadline, "the outbox drains");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -262,7 +314,10 @@ async fn a_server_killed_mid_relay_loses_no_event() {
         .map(|r| r.key.as_str())
         .collect();
     for id in &made {
-        assert!(created.contains(&id.as_str()), "task.created of {id} is on the topic");
+        assert!(
+            created.contains(&id.as_str()),
+            "task.created of {id} is on the topic"
+        );
     }
     server.terminate().await;
     broker.stop().await;

@@ -36,7 +36,10 @@ struct Receiver {
 
 /// Checks `t=…,v1=…` against HMAC-SHA256 of "t.body" under [`SECRET`].
 fn signed(headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(header) = headers.get("taskflow-signature").and_then(|v| v.to_str().ok()) else {
+    let Some(header) = headers
+        .get("taskflow-signature")
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let mut parts = header.split(',');
@@ -73,7 +76,9 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
     }
     let id = event["id"].as_str().expect("id").to_owned();
     assert_eq!(
-        headers.get("taskflow-event-id").and_then(|v| v.to_str().ok()),
+        headers
+            .get("taskflow-event-id")
+            .and_then(|v| v.to_str().ok()),
         Some(id.as_str())
     );
     r.received.lock().expect("lock").push((kind, id, event));
@@ -97,7 +102,12 @@ async fn start_receiver(refuse: HashMap<String, u32>) -> (SocketAddr, Receiver) 
     (addr, receiver)
 }
 
-async fn call(account: &Account, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    account: &Account,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = account.request(method, path);
     if let Some(body) = body {
         request = request.json(&body);
@@ -110,7 +120,10 @@ async fn call(account: &Account, method: Method, path: &str, body: Option<Value>
 async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -128,12 +141,18 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     let url = format!("http://{addr}/hook");
     for (body, problem) in [
         (json!({ "url": "ftp://example.com/x" }), "url must be"),
-        (json!({ "url": url, "eventTypes": ["task.exploded"] }), "unknown event type"),
+        (
+            json!({ "url": url, "eventTypes": ["task.exploded"] }),
+            "unknown event type",
+        ),
         (json!({ "url": url, "secret": "short" }), "16 to 200"),
     ] {
         let (status, answer) = call(ann, Method::POST, &hooks, Some(body)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(answer["detail"].as_str().unwrap_or("").contains(problem), "{answer}");
+        assert!(
+            answer["detail"].as_str().unwrap_or("").contains(problem),
+            "{answer}"
+        );
     }
     let bob = Account::register(server.addr, "Bob").await.expect("bob");
     ann.add_member(&bob, "member").await.expect("add bob");
@@ -170,12 +189,19 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     )
     .await;
 
-    until("both deliveries", async || receiver.received.lock().expect("lock").len() >= 2).await;
+    until("both deliveries", async || {
+        receiver.received.lock().expect("lock").len() >= 2
+    })
+    .await;
     let received = receiver.received.lock().expect("lock").clone();
     let kinds: Vec<&str> = received.iter().map(|(k, _, _)| k.as_str()).collect();
     assert_eq!(kinds.len(), 2, "only the subscribed types: {kinds:?}");
     assert!(kinds.contains(&"task.created") && kinds.contains(&"comment.added"));
-    let created = &received.iter().find(|(k, _, _)| k == "task.created").expect("created").2;
+    let created = &received
+        .iter()
+        .find(|(k, _, _)| k == "task.created")
+        .expect("created")
+        .2;
     assert_eq!(created["data"]["taskId"], json!(task_id));
     assert_eq!(created["specversion"], "1.0");
     assert_eq!(*receiver.bad_signatures.lock().expect("lock"), 0);
@@ -200,7 +226,10 @@ async fn deliveries_are_signed_retried_and_logged(backend: Backend) {
     assert_eq!(by_type["task.created"]["lastStatus"], 204);
     assert_eq!(by_type["comment.added"]["attempts"], 1);
     let (_, after) = call(ann, Method::GET, &format!("{hooks}/{hook_id}"), None).await;
-    assert_eq!(after["consecutiveFailures"], 0, "a success ends the run of failures");
+    assert_eq!(
+        after["consecutiveFailures"], 0,
+        "a success ends the run of failures"
+    );
     server.stop().await;
 }
 
@@ -248,10 +277,26 @@ async fn a_subscription_that_keeps_failing_is_disabled(backend: Backend) {
     let (_, log) = call(ann, Method::GET, &format!("{hook_path}/deliveries"), None).await;
     let deliveries = log["deliveries"].as_array().expect("deliveries");
     assert!(deliveries.iter().all(|d| d["lastStatus"] == 500));
-    assert!(deliveries.iter().any(|d| d["state"] == "failed" && d["attempts"] == 2));
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d["state"] == "failed" && d["attempts"] == 2)
+    );
 
-    let (status, again) = call(ann, Method::PATCH, &hook_path, Some(json!({ "enabled": true }))).await;
+    let (status, again) = call(
+        ann,
+        Method::PATCH,
+        &hook_path,
+        Some(json!({ "enabled": true })),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((again["enabled"].clone(), again["consecutiveFailures"].clone()), (json!(true), json!(0)));
+    assert_eq!(
+        (
+            again["enabled"].clone(),
+            again["consecutiveFailures"].clone()
+        ),
+        (json!(true), json!(0))
+    );
     server.stop().await;
 }
