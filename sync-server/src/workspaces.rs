@@ -356,7 +356,13 @@ fn invalid(detail: &str) -> ApiError {
 }
 
 /// The caller's role if they may manage `workspace` (404 to non-members, 403 to the rest).
-async fn manager(shared: &Shared, workspace: &str, user: &str) -> Result<Role, ApiError> {
+/// The caller's role if they manage the workspace (admins, owners); 403 for other members,
+/// 404 for everyone else.
+pub(crate) async fn manager(
+    shared: &Shared,
+    workspace: &str,
+    user: &str,
+) -> Result<Role, ApiError> {
     let (_, role) = membership(shared, workspace, user).await?;
     if !role.can_manage() {
         return Err(refused(Refusal::Forbidden));

@@ -567,9 +567,15 @@ impl Actor {
         let Some(doc) = state.doc() else {
             return Default::default();
         };
-        let touched = projection::Touched::of_changes(doc, new);
-        // A board's first upload is all new: read it whole rather than change by change.
-        let projection = if self.reproject || state.stored().heads.is_empty() {
+        // A board's first upload is all new: its projection is read whole rather than change
+        // by change, and what the changes touched is needed only for events.
+        let whole = self.reproject || state.stored().heads.is_empty();
+        let touched = if whole && board.is_none() {
+            projection::Touched::default()
+        } else {
+            projection::Touched::of_changes(doc, new)
+        };
+        let projection = if whole {
             projection::rebuild(doc, heads)
         } else {
             projection::delta(doc, &touched, heads)

@@ -33,6 +33,7 @@ use crate::auth::http::{ApiError, Authenticated, body, not_found};
 use crate::now_ms;
 use crate::server::Shared;
 use crate::store::{Attempt, DeliveryRow, Store, WebhookRow};
+use crate::workspaces::manager;
 
 /// The header carrying a delivery's signature.
 pub const SIGNATURE_HEADER: &str = "Taskflow-Signature";
@@ -400,25 +401,6 @@ fn check_secret(secret: String) -> Result<String, ApiError> {
         return Err(invalid("a webhook secret is 16 to 200 characters"));
     }
     Ok(secret)
-}
-
-/// The caller must manage the workspace (admins and owners); others get 403, non-members 404.
-async fn manager(shared: &Shared, workspace: &str, user: &str) -> Result<(), ApiError> {
-    let (_, role) = shared
-        .identity
-        .store()
-        .membership(workspace, user)
-        .await?
-        .ok_or_else(|| not_found("workspace"))?;
-    if !role.can_manage() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "/problems/forbidden",
-            "Forbidden",
-            "only the workspace's admins and owners manage its webhooks",
-        ));
-    }
-    Ok(())
 }
 
 /// The workspace's subscription `id`, or 404.

@@ -123,7 +123,8 @@ pub fn kinds(events: &[&Envelope]) -> Vec<String> {
     events.iter().map(|e| e.kind.clone()).collect()
 }
 
-async fn rest(account: &Account, method: Method, path: &str, body: Value) -> Value {
+/// A successful REST call's JSON answer.
+pub async fn rest(account: &Account, method: Method, path: &str, body: Value) -> Value {
     let response = account
         .request(method, path)
         .json(&body)

@@ -15,7 +15,7 @@ use taskflow_proto::events::Envelope;
 use taskflow_testkit::Account;
 use tokio::process::{Child, Command};
 
-use crate::events::{Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds};
+use crate::events::{Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds, rest};
 use crate::support::{Backend, ServerProcess, TestDb, TestServer};
 
 fn state_dir() -> PathBuf {
@@ -142,17 +142,6 @@ async fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
             }
         })
         .collect()
-}
-
-async fn rest(account: &Account, method: Method, path: &str, body: Value) -> Value {
-    let response = account
-        .request(method, path)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.expect("json")
 }
 
 /// The ids of `n` new tasks, each made then renamed.
