@@ -96,10 +96,6 @@ impl Producer {
         })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// Sends `records` in order to this producer's topic. Answers how many leading records
     /// the brokers acknowledged, and why the first one that failed did.
     pub async fn publish(&self, records: &[Record<'_>]) -> (usize, Option<String>) {

@@ -149,10 +149,6 @@ impl Envelope {
             data,
         }
     }
-
-    pub fn event_type(&self) -> Option<EventType> {
-        EventType::parse(&self.kind)
-    }
 }
 
 /// An event's `data`: the ids it concerns and who acted, then what happened (the fields a type

@@ -32,7 +32,7 @@ use super::relay::take_lease;
 use crate::auth::http::{ApiError, Authenticated, body, not_found};
 use crate::now_ms;
 use crate::server::Shared;
-use crate::store::{Attempt, DeliveryRow, Store, WebhookRow};
+use crate::store::{Attempt, DeliveryRow, DueDelivery, Store, WebhookRow};
 use crate::workspaces::manager;
 
 /// The header carrying a delivery's signature.
@@ -194,26 +194,23 @@ async fn deliver(
     store: &Store,
     client: &reqwest::Client,
     policy: &WebhookPolicy,
-    delivery: DeliveryRow,
+    due: DueDelivery,
 ) {
-    let hook = match store.webhook(&delivery.webhook_id).await {
-        Ok(Some(hook)) if hook.enabled => hook,
-        Ok(_) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading a webhook failed");
-            return;
-        }
-    };
+    let DueDelivery {
+        delivery,
+        url,
+        secret,
+    } = due;
     let timestamp = now_ms() / 1000;
     let answer = client
-        .post(&hook.url)
+        .post(&url)
         .header("content-type", "application/cloudevents+json")
         .header("taskflow-event-id", &delivery.event_id)
         .header("taskflow-event-type", &delivery.event_type)
         .header("taskflow-delivery", &delivery.id)
         .header(
             SIGNATURE_HEADER,
-            signature(&hook.secret, timestamp, delivery.payload.as_bytes()),
+            signature(&secret, timestamp, delivery.payload.as_bytes()),
         )
         .body(delivery.payload.clone())
         .send()
@@ -238,7 +235,7 @@ async fn deliver(
         Err(e) => failed(None, format!("no answer: {e}")),
     };
     if let Attempt::Failed { error, .. } = &attempt {
-        tracing::debug!(webhook = %hook.id, delivery = %delivery.id, %error, "a webhook delivery failed");
+        tracing::debug!(webhook = %delivery.webhook_id, delivery = %delivery.id, %error, "a webhook delivery failed");
     }
     let disable_after = i64::from(policy.disable_after);
     if let Err(e) = store

@@ -51,7 +51,7 @@ pub use projection::{
     ColumnSummary, CommentRecord, ProjectionDelta, TaskFilter, TaskRecord, TaskUpdate,
 };
 pub use projects::ProjectRow;
-pub use webhooks::{Attempt, DeliveryRow, WebhookRow};
+pub use webhooks::{Attempt, DeliveryRow, DueDelivery, WebhookRow};
 pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 
 use std::path::Path;

@@ -96,16 +96,6 @@ macro_rules! logged_event {
 }
 
 impl Store {
-    /// Writes events on their own (what happened outside any other transaction).
-    pub async fn record_events(&self, events: &[OutboxEvent]) -> Result<(), StoreError> {
-        with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
-            write_outbox!(&mut *tx, sql, events).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
     /// The oldest events not yet published, in the order they were written.
     pub async fn pending_events(&self, limit: usize) -> Result<Vec<LoggedEvent>, StoreError> {
         let text = format!(

@@ -44,6 +44,14 @@ pub struct DeliveryRow {
     pub updated_at: i64,
 }
 
+/// A delivery due now, with where it goes and the secret that signs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    pub delivery: DeliveryRow,
+    pub url: String,
+    pub secret: String,
+}
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
@@ -218,14 +226,15 @@ impl Store {
         &self,
         now_ms: i64,
         limit: usize,
-    ) -> Result<Vec<DeliveryRow>, StoreError> {
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         let columns = DELIVERY_COLUMNS
             .split(", ")
             .map(|c| format!("d.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
         let text = format!(
-            "SELECT {columns} FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+            "SELECT {columns}, w.url, w.secret
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.state = 'pending' AND d.next_attempt_at <= $1 AND w.enabled
              ORDER BY d.next_attempt_at, d.created_at, d.id LIMIT $2"
         );
@@ -235,7 +244,14 @@ impl Store {
                 .bind(limit as i64)
                 .fetch_all(pool)
                 .await?;
-            Ok(rows.iter().map(|r| delivery_row!(r)).collect())
+            Ok(rows
+                .iter()
+                .map(|r| DueDelivery {
+                    delivery: delivery_row!(r),
+                    url: r.get(12),
+                    secret: r.get(13),
+                })
+                .collect())
         })
     }
 

@@ -379,13 +379,16 @@ async fn concurrent_edits_are_reported_as_the_merged_outcome(backend: Backend) {
     server.stop().await;
 }
 
-async fn a_poison_event_ends_as_a_dead_letter_after_its_tries(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let mut config = db.config();
+/// A server (on `config`, with 3 tries per event) whose consumer `poisoned` refuses the
+/// `task.created` of a task titled "poison"; that task and a healthy one are made after it, and
+/// the consumer has moved on to the healthy one. Returns the two tasks' ids by title.
+pub async fn poison_and_move_on(
+    mut config: taskflow_sync_server::Config,
+) -> (TestServer, Arc<Recorder>, BTreeMap<&'static str, String>) {
     config.event_attempts = 3;
     config.event_backoff = Duration::from_millis(20);
     let poisoned = Recorder::poisoned("poisoned", |e| {
-        e.data.task.as_ref().is_some_and(|t| t.title == "poison") && e.kind == "task.created"
+        e.kind == "task.created" && e.data.task.as_ref().is_some_and(|t| t.title == "poison")
     });
     let server = TestServer::start_with(config, None, vec![poisoned.clone()]).await;
     let account = &server.account;
@@ -401,10 +404,19 @@ async fn a_poison_event_ends_as_a_dead_letter_after_its_tries(backend: Backend) 
         .await;
         ids.insert(title, task["id"].as_str().expect("id").to_owned());
     }
-    // The consumer moves on past the poison event.
     poisoned
         .until(|events| !about(events, &ids["healthy"]).is_empty())
         .await;
+    assert!(
+        about(&poisoned.events(), &ids["poison"]).is_empty(),
+        "the poison event was never handled"
+    );
+    (server, poisoned, ids)
+}
+
+async fn a_poison_event_ends_as_a_dead_letter_after_its_tries(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (server, poisoned, ids) = poison_and_move_on(db.config()).await;
     let dead = server.store.dead_letters("poisoned").await.expect("read");
     assert_eq!(dead.len(), 1, "{dead:?}");
     let letter = &dead[0];
@@ -413,9 +425,5 @@ async fn a_poison_event_ends_as_a_dead_letter_after_its_tries(backend: Backend) 
     let event: Envelope = serde_json::from_str(&letter.payload).expect("the event is kept");
     assert_eq!(event.partitionkey, ids["poison"]);
     assert_eq!(poisoned.tries(&letter.event_id), 3);
-    assert!(
-        about(&poisoned.events(), &ids["poison"]).is_empty(),
-        "the poison event was never handled"
-    );
     server.stop().await;
 }

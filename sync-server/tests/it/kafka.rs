@@ -15,7 +15,9 @@ use taskflow_proto::events::Envelope;
 use taskflow_testkit::Account;
 use tokio::process::{Child, Command};
 
-use crate::events::{Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds, rest};
+use crate::events::{
+    Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds, poison_and_move_on, rest,
+};
 use crate::support::{Backend, ServerProcess, TestDb, TestServer};
 
 fn state_dir() -> PathBuf {
@@ -318,28 +320,7 @@ async fn a_poison_event_goes_to_the_dead_letter_topic() {
     let db = TestDb::new(Backend::Postgres).await;
     let mut config = db.config();
     config.kafka_brokers = Some(broker.brokers());
-    config.event_attempts = 3;
-    config.event_backoff = Duration::from_millis(20);
-    let poisoned = Recorder::poisoned("poisoned", |e| {
-        e.kind == "task.created" && e.data.task.as_ref().is_some_and(|t| t.title == "poison")
-    });
-    let server = TestServer::start_with(config, None, vec![poisoned.clone()]).await;
-    let account = &server.account;
-    let (project, _) = account.project("Poison").await.expect("project");
-    let mut ids = HashMap::new();
-    for title in ["poison", "healthy"] {
-        let task = rest(
-            account,
-            Method::POST,
-            "/api/v1/tasks",
-            json!({ "projectId": project, "title": title }),
-        )
-        .await;
-        ids.insert(title, task["id"].as_str().expect("id").to_owned());
-    }
-    poisoned
-        .until(|events| !about(events, &ids["healthy"]).is_empty())
-        .await;
+    let (server, poisoned, ids) = poison_and_move_on(config).await;
     let dead = read_topic(&broker.brokers(), "taskflow.events.dlq", 1).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].key, ids["poison"]);
