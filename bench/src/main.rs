@@ -20,6 +20,7 @@ use taskflow_testkit::{Account, Peer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod events;
 mod rest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,6 +40,9 @@ enum Scenario {
     ManyDocs,
     /// The tasks REST API: POST and GET throughput with clients syncing the board.
     Rest,
+    /// Domain events from merge to Kafka (needs --kafka-brokers and a server built with the
+    /// `kafka` feature): throughput and edit-to-readable delay.
+    Events,
 }
 
 #[derive(Debug, Parser)]
@@ -73,6 +77,15 @@ struct Args {
     /// `rest`: sync clients connected to the board, receiving every change.
     #[arg(long, default_value_t = 10)]
     watchers: usize,
+    /// `events`: the Kafka broker(s) the server publishes to and the bench reads from.
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// `events`: tasks created in each throughput phase.
+    #[arg(long, default_value_t = 2_000)]
+    event_tasks: usize,
+    /// `events`: edits timed one at a time from a sync client to the readable event.
+    #[arg(long, default_value_t = 100)]
+    event_edits: usize,
 }
 
 /// The server under test, in its own process.
@@ -98,11 +111,24 @@ impl ServerUnderTest {
         account: Option<Account>,
         database_url: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::start_with_env(target, dir, server_bin, account, database_url, &[]).await
+    }
+
+    /// Ours with extra environment (e.g. `KAFKA_BROKERS`).
+    async fn start_with_env(
+        target: Target,
+        dir: &Path,
+        server_bin: &Path,
+        account: Option<Account>,
+        database_url: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut command = match target {
             Target::Ours => {
                 let mut c = Command::new(server_bin);
                 c.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
                 c.env("TASKFLOW_LOG", "warn").env_remove("DATABASE_URL");
+                c.envs(env.iter().copied());
                 if let Some(url) = database_url {
                     c.arg("--database-url").arg(url);
                 }
@@ -158,8 +184,8 @@ impl ServerUnderTest {
         })
     }
 
-    /// Graceful stop (SIGTERM), then a fresh process on the same storage.
-    async fn restart(mut self) -> anyhow::Result<Self> {
+    /// Graceful stop (SIGTERM); waits for the process to end.
+    async fn terminate(&mut self) -> anyhow::Result<()> {
         let pid = self.child.id().ok_or_else(|| anyhow!("not running"))?;
         Command::new("kill")
             .arg("-TERM")
@@ -167,6 +193,12 @@ impl ServerUnderTest {
             .status()
             .await?;
         tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await??;
+        Ok(())
+    }
+
+    /// Graceful stop (SIGTERM), then a fresh process on the same storage.
+    async fn restart(mut self) -> anyhow::Result<Self> {
+        self.terminate().await?;
         Self::start_as(
             self.target,
             &self.dir,
@@ -510,6 +542,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Scenario::Rest) && args.target == Target::Ours {
         rest::scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    // Only when asked for: it needs a broker.
+    if args.scenario == Scenario::Events && args.target == Target::Ours {
+        events::scenario(&args, &fresh_dir()?, &fresh_dir()?, &bin).await?;
     }
     Ok(())
 }

@@ -169,7 +169,7 @@ pub async fn scenario(
 /// Makes requests 1 to `count` from `clients` concurrent workers, each taking the next number
 /// when its last request is answered; each request's latency, what each answered, and the
 /// time it all took.
-async fn drive<T, Fut>(
+pub(crate) async fn drive<T, Fut>(
     clients: usize,
     count: usize,
     request: impl Fn(usize) -> Fut + Clone + Send + 'static,

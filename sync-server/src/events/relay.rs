@@ -88,7 +88,11 @@ pub async fn run(
             }
             continue;
         }
-        let (sent, failure) = sink.publish(&pending).await;
+        // Stopping drops a send in flight: its events stay pending and go out after a restart.
+        let (sent, failure) = tokio::select! {
+            published = sink.publish(&pending) => published,
+            () = stop.cancelled() => return,
+        };
         if sent > 0 {
             let seqs: Vec<i64> = pending[..sent].iter().map(|e| e.seq).collect();
             if let Err(e) = store.mark_published(&seqs, now_ms()).await {
