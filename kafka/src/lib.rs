@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -39,11 +40,34 @@ pub struct Record<'a> {
     pub headers: &'a [(&'a str, &'a str)],
 }
 
+/// The clients' context: librdkafka reports each failed connection attempt (every half
+/// second per client while a broker is down), which the callers already report once per
+/// failed operation, so those reports go to debug.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(facility = fac, "librdkafka: {message}")
+            }
+            _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, "librdkafka: {reason}");
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 /// Creates `topics` when missing.
 pub async fn ensure_topics(brokers: &str, topics: &[&str]) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let admin: AdminClient<Quiet> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .create()?;
+        .create_with_context(Quiet)?;
     let wanted: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
@@ -64,7 +88,7 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str]) -> Result<(), KafkaEr
 
 /// The idempotent producer.
 pub struct Producer {
-    inner: FutureProducer,
+    inner: FutureProducer<Quiet>,
     topic: String,
 }
 
@@ -80,7 +104,7 @@ impl Producer {
     /// A producer to `topic` on `brokers` (`host:port,…`). Connects lazily: brokers that are
     /// down now are retried by each send.
     pub fn new(brokers: &str, topic: &str) -> Result<Producer, KafkaError> {
-        let inner: FutureProducer = ClientConfig::new()
+        let inner: FutureProducer<Quiet> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -89,7 +113,7 @@ impl Producer {
                 "message.timeout.ms",
                 MESSAGE_TIMEOUT.as_millis().to_string(),
             )
-            .create()?;
+            .create_with_context(Quiet)?;
         Ok(Producer {
             inner,
             topic: topic.to_owned(),
@@ -104,7 +128,7 @@ impl Producer {
 }
 
 async fn send_all(
-    producer: &FutureProducer,
+    producer: &FutureProducer<Quiet>,
     topic: &str,
     records: &[Record<'_>],
 ) -> (usize, Option<String>) {
@@ -178,7 +202,7 @@ where
     F: Fn(Vec<u8>) -> Fut,
     Fut: Future<Output = Verdict>,
 {
-    let consumer: StreamConsumer = match ClientConfig::new()
+    let consumer: StreamConsumer<Quiet> = match ClientConfig::new()
         .set("bootstrap.servers", &subscription.brokers)
         .set("group.id", &subscription.group)
         .set("enable.auto.commit", "false")
@@ -188,7 +212,7 @@ where
         // when records arrive (tansu does) makes it the floor of an idle consumer's delay:
         // the default 500 ms gave 250 ms from an edit to its event, 25 ms gives ~20 ms.
         .set("fetch.wait.max.ms", "25")
-        .create()
+        .create_with_context(Quiet)
     {
         Ok(consumer) => consumer,
         Err(e) => {
