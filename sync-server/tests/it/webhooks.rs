@@ -14,11 +14,12 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use taskflow_testkit::Account;
 
-use crate::support::{Backend, TestDb, TestServer, on_both_backends};
+use crate::support::{Backend, ServerProcess, TestDb, TestServer, on_both_backends};
 
 on_both_backends!(
     deliveries_are_signed_retried_and_logged,
     a_subscription_that_keeps_failing_is_disabled,
+    a_server_killed_mid_delivery_loses_no_event,
 );
 
 const SECRET: &str = "a-receivers-secret-0123";
@@ -299,4 +300,57 @@ async fn a_subscription_that_keeps_failing_is_disabled(backend: Backend) {
         (json!(true), json!(0))
     );
     server.stop().await;
+}
+
+/// The embedded path end to end across a crash: events in the outbox, the in-process consumer
+/// that queues deliveries and the sender all pick up where they were after `kill -9`.
+async fn a_server_killed_mid_delivery_loses_no_event(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let flags = ["--webhook-backoff", "50ms"];
+    let server = ServerProcess::start_with(&db, &flags).await;
+    let ann = server.account.clone();
+    // The first tries fail, so deliveries are still pending (and retried) when the server dies.
+    let (addr, receiver) = start_receiver(HashMap::from([("task.created".into(), 10)])).await;
+    let hooks = format!("/api/v1/workspaces/{}/webhooks", ann.workspace_id);
+    let (status, _) = call(
+        &ann,
+        Method::POST,
+        &hooks,
+        Some(json!({ "url": format!("http://{addr}/hook"), "eventTypes": ["task.created"], "secret": SECRET })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (project, _) = ann.project("Crash").await.expect("project");
+    let mut made = Vec::new();
+    for i in 0..30 {
+        let (status, task) = call(
+            &ann,
+            Method::POST,
+            "/api/v1/tasks",
+            Some(json!({ "projectId": project, "title": format!("task {i}") })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+        made.push(task["id"].as_str().expect("id").to_owned());
+    }
+    server.kill9().await;
+    let server = ServerProcess::start_with(&db, &flags).await;
+    until("every task.created delivered", async || {
+        let received = receiver.received.lock().expect("lock");
+        made.iter().all(|id| {
+            received
+                .iter()
+                .any(|(_, _, e)| e["data"]["taskId"] == id.as_str())
+        })
+    })
+    .await;
+    let received = receiver.received.lock().expect("lock").clone();
+    let mut by_id: HashMap<&str, &Value> = HashMap::new();
+    for (_, id, event) in &received {
+        if let Some(first) = by_id.insert(id, event) {
+            assert_eq!(first, event, "a repeated delivery is the same event");
+        }
+    }
+    assert_eq!(by_id.len(), made.len());
+    server.terminate().await;
 }
