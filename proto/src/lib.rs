@@ -5,12 +5,14 @@
 //! - [`board`]: the board document schema, a typed read/write layer over Automerge.
 //! - [`presence`]: who views which board and task, as `ephemeral` payloads.
 //! - [`events`]: domain events in their CloudEvents envelope, and what a merge did to a task.
+//! - [`notifications`]: a user's notifications, and the messages of the notification socket.
 //!
 //! This crate does no I/O: no sockets, files, clocks or threads. Time comes in as arguments.
 
 pub mod board;
 pub mod events;
 pub mod ids;
+pub mod notifications;
 pub mod presence;
 pub mod wire;
 

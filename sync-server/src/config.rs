@@ -116,6 +116,38 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_OUTBOX_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub outbox_retention: Duration,
 
+    /// smtp://host:port (plain), smtp://…?tls=required (STARTTLS) or smtps://user:password@host
+    /// (TLS) of the server that sends notification and invitation emails. Without it no email
+    /// is sent (in-app notifications work the same).
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+
+    /// The sender of emails.
+    #[arg(
+        long,
+        env = "TASKFLOW_EMAIL_FROM",
+        default_value = "Taskflow <taskflow@localhost>"
+    )]
+    pub email_from: String,
+
+    /// How many times an email is tried before it is marked failed.
+    #[arg(long, env = "TASKFLOW_EMAIL_ATTEMPTS", default_value_t = 8)]
+    pub email_attempts: u32,
+
+    /// The wait before an email's second try; it doubles with each try (to 1 h).
+    #[arg(long, env = "TASKFLOW_EMAIL_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub email_backoff: Duration,
+
+    /// The address people reach this server at, as emails name it (default: http:// and the
+    /// listen address).
+    #[arg(long, env = "TASKFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// How long a node's claim to a user's notification sockets lasts in Redis unless renewed
+    /// (it is renewed every third of this while the sockets are open).
+    #[arg(long, env = "TASKFLOW_NOTIFICATION_ROUTE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub notification_route_ttl: Duration,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
     pub log: String,
@@ -155,6 +187,28 @@ impl Config {
                 disable_after: self.webhook_disable_after.max(1),
             },
             retention: self.outbox_retention,
+        }
+    }
+
+    /// How emails are sent, when an SMTP server is configured.
+    pub fn mail_config(&self) -> Option<crate::notifications::mailer::MailConfig> {
+        let smtp_url = self.smtp_url.clone()?;
+        Some(crate::notifications::mailer::MailConfig {
+            smtp_url,
+            from: self.email_from.clone(),
+            retry: crate::events::consume::RetryPolicy {
+                attempts: self.email_attempts.max(1),
+                first_backoff: self.email_backoff,
+                max_backoff: Duration::from_secs(3600),
+            },
+        })
+    }
+
+    /// This server's address as people reach it.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
         }
     }
 

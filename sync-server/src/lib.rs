@@ -14,6 +14,8 @@
 //!   through the board documents and read from their relational projection.
 //! - [`events`]: domain events from merges and other writes: the outbox, its relay (to Kafka or
 //!   in process), the consumer framework and outgoing webhooks.
+//! - [`notifications`]: per-user notifications from the events: the inbox over REST, live
+//!   pushes on the notification socket (routed across nodes through Redis), and email.
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
@@ -30,6 +32,7 @@ pub mod events;
 pub mod grpc;
 pub mod idempotency;
 pub mod link;
+pub mod notifications;
 pub mod nul_guard;
 pub mod openapi;
 pub mod projects;

@@ -375,6 +375,96 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         response: None,
     },
+    Operation {
+        method: "get",
+        path: "/api/v1/notifications",
+        summary: "Your notifications, newest first",
+        query: crate::notifications::http::LIST_PARAMETERS,
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::NotificationsJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/notifications/unread-count",
+        summary: "How many of your notifications are unread",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::UnreadCountJson>),
+    },
+    Operation {
+        method: "patch",
+        path: "/api/v1/notifications/{id}/read",
+        summary: "Mark one of your notifications read",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<taskflow_proto::notifications::Notification>),
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/notifications/read-all",
+        summary: "Mark all your notifications read",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::ReadAllJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/notifications/preferences",
+        summary: "Which notifications you get in the app and by email",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::PreferencesJson>),
+    },
+    Operation {
+        method: "patch",
+        path: "/api/v1/notifications/preferences",
+        summary: "Change which notifications you get in the app and by email",
+        query: &[],
+        bearer: true,
+        request: Some(schema::<crate::notifications::http::PreferencesBody>),
+        response: Some(schema::<crate::notifications::http::PreferencesJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/notifications/ws",
+        summary: "The notification WebSocket (JSON messages: unread_sync, notification_received, read); the access token goes in `?token=`",
+        query: &[],
+        bearer: false,
+        request: None,
+        response: None,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/tasks/{id}/watch",
+        summary: "Whether you watch a task",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::WatchJson>),
+    },
+    Operation {
+        method: "put",
+        path: "/api/v1/tasks/{id}/watch",
+        summary: "Watch a task: be told of its status changes and comments",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::WatchJson>),
+    },
+    Operation {
+        method: "delete",
+        path: "/api/v1/tasks/{id}/watch",
+        summary: "Stop watching a task (also one you created, were assigned or commented on)",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::notifications::http::WatchJson>),
+    },
 ];
 
 pub fn document() -> Value {
@@ -419,14 +509,14 @@ pub fn document() -> Value {
             .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
             .collect();
         let mut parameters = parameters;
-        if *path == "/api/v1/sync" {
+        if matches!(*path, "/api/v1/sync" | "/api/v1/notifications/ws") {
             // Browsers cannot set headers on a WebSocket, so the token rides in the query.
             parameters.push(json!({ "name": "token", "in": "query", "required": true, "schema": { "type": "string" }, "description": "an access token" }));
         }
         for (name, description) in op.query {
             let schema = match *name {
                 "limit" => json!({ "type": "integer", "minimum": 1, "maximum": 200 }),
-                "archived" => json!({ "type": "boolean" }),
+                "archived" | "unread" => json!({ "type": "boolean" }),
                 _ => json!({ "type": "string" }),
             };
             parameters.push(json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description }));

@@ -31,6 +31,9 @@ use crate::events::consume::Consumer;
 use crate::events::webhooks::WebhookConsumer;
 use crate::events::{EventsConfig, Signals};
 use crate::link::{ConnId, PeerLink, close_code};
+use crate::notifications::hub::{Hub, HubConfig};
+use crate::notifications::mailer::MailConfig;
+use crate::notifications::{NotificationConsumer, Notifier};
 use crate::store::Store;
 
 /// How long shutdown waits for connections to send their close frames.
@@ -47,10 +50,13 @@ pub struct Shared {
     pub access: AccessFeed,
     /// Project views (`GET /api/v1/projects/{id}`), invalidated when boards change.
     pub cache: ProjectCache,
+    /// Notifications: made from the events, read over REST, pushed to sockets.
+    pub notifier: Arc<Notifier>,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
-    connections: TaskTracker,
+    /// Every open socket (sync and notifications), for shutdown to wait for.
+    pub(crate) connections: TaskTracker,
 }
 
 impl Shared {
@@ -100,6 +106,8 @@ pub struct Server {
     consumers: Vec<Arc<dyn Consumer>>,
     /// Wakes webhook deliveries when the webhook consumer queued some.
     webhooks_queued: Arc<tokio::sync::Notify>,
+    /// How emails are sent, if they are.
+    mail: Option<MailConfig>,
     /// The internal gRPC address, bound, with the token its callers present.
     grpc: Option<(TcpListener, crate::config::Secret)>,
 }
@@ -132,6 +140,27 @@ impl Server {
         let access = redis
             .as_ref()
             .map_or_else(AccessFeed::default, |(_, feed)| feed.clone());
+        let hub = match (&redis, &config.redis_url) {
+            (Some((state, _)), Some(url)) => {
+                let hub_config = HubConfig {
+                    route_ttl: config.notification_route_ttl,
+                };
+                Hub::shared(url, state.connection(), state.prefix(), hub_config)
+                    .await
+                    .with_context(|| format!("subscribing to Redis at {url}"))?
+            }
+            _ => Hub::local(),
+        };
+        let mail = config.mail_config();
+        if let Some(mail) = &mail {
+            crate::notifications::mailer::check(mail)?;
+        }
+        let notifier = Arc::new(Notifier::new(
+            store.clone(),
+            hub,
+            mail.is_some(),
+            config.public_url(),
+        ));
         let cache = redis
             .as_ref()
             .map_or_else(ProjectCache::local, |(state, _)| {
@@ -167,6 +196,7 @@ impl Server {
             identity,
             access,
             cache,
+            notifier: notifier.clone(),
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -189,8 +219,9 @@ impl Server {
             store,
             events,
             signals,
-            consumers: vec![Arc::new(webhooks)],
+            consumers: vec![Arc::new(webhooks), Arc::new(NotificationConsumer(notifier))],
             webhooks_queued,
+            mail,
             grpc,
         })
     }
@@ -214,7 +245,7 @@ impl Server {
         self.consumers.push(consumer);
     }
 
-    /// Starts the outbox relay, the event consumers and webhook deliveries; each ends when
+    /// Starts the outbox relay, the event consumers, webhook deliveries and the mailer; each ends when
     /// `stop` is cancelled.
     fn start_events(&self, stop: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
@@ -256,6 +287,14 @@ impl Server {
             self.webhooks_queued.clone(),
             stop.clone(),
         )));
+        if let Some(mail) = &self.mail {
+            tasks.push(tokio::spawn(crate::notifications::mailer::run(
+                store.clone(),
+                mail.clone(),
+                self.shared.notifier.emails_queued.clone(),
+                stop.clone(),
+            )));
+        }
         Ok(tasks)
     }
 
@@ -269,6 +308,7 @@ impl Server {
             .merge(crate::projects::routes())
             .merge(crate::tasks::routes())
             .merge(crate::events::webhooks::routes())
+            .merge(crate::notifications::http::routes())
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),
@@ -377,47 +417,55 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     )
 }
 
-/// The query of the sync URL: `?token=<access token>` (browsers cannot set headers on a
+/// The query of a socket URL: `?token=<access token>` (browsers cannot set headers on a
 /// WebSocket). Other parameters are ignored.
 #[derive(Debug, serde::Deserialize)]
-struct SyncQuery {
+pub(crate) struct SocketQuery {
     token: Option<String>,
+}
+
+/// The upgrade of a socket at `path` and the user it acts for, once the access token checks
+/// out; else the problem to answer. `speaks` says what a client must speak there.
+pub(crate) async fn socket_user(
+    shared: &Shared,
+    path: &str,
+    speaks: &str,
+    query: Result<Query<SocketQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, crate::auth::AuthUser), Response> {
+    let upgrade = upgrade.map_err(|rejection| {
+        problem(
+            rejection.status(),
+            "WebSocket upgrade required",
+            &format!("{rejection}: connect with a WebSocket client speaking {speaks}"),
+        )
+    })?;
+    let Ok(Query(SocketQuery { token: Some(token) })) = query else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "/problems/unauthenticated",
+            "Unauthenticated",
+            &format!("this socket needs an access token: connect to {path}?token=<access token>"),
+        )
+        .into_response());
+    };
+    match shared.identity.authenticate(&token).await {
+        Ok(user) => Ok((upgrade, user)),
+        Err(e) => Err(ApiError::from(e).into_response()),
+    }
 }
 
 /// Upgrades to the sync socket once the access token checks out; the connection then acts for
 /// that user until the token expires.
 async fn sync_socket(
     State(shared): State<Arc<Shared>>,
-    query: Result<Query<SyncQuery>, QueryRejection>,
+    query: Result<Query<SocketQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let upgrade = match upgrade {
-        Ok(u) => u,
-        Err(rejection) => {
-            return problem(
-                rejection.status(),
-                "WebSocket upgrade required",
-                &format!(
-                    "{rejection}: connect with a WebSocket client speaking the automerge-repo protocol"
-                ),
-            );
-        }
-    };
-    let token = match query {
-        Ok(Query(SyncQuery { token: Some(token) })) => token,
-        Ok(_) | Err(_) => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "/problems/unauthenticated",
-                "Unauthenticated",
-                "the sync socket needs an access token: connect to /api/v1/sync?token=<access token>",
-            )
-            .into_response();
-        }
-    };
-    let user = match shared.identity.authenticate(&token).await {
-        Ok(user) => user,
-        Err(e) => return ApiError::from(e).into_response(),
+    let speaks = "the automerge-repo protocol";
+    let (upgrade, user) = match socket_user(&shared, "/api/v1/sync", speaks, query, upgrade).await {
+        Ok(found) => found,
+        Err(problem) => return problem,
     };
     let tracker = shared.connections.clone();
     upgrade

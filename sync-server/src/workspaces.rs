@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, AccessChange, Refusal, Role};
-use crate::auth::http::{ApiError, Authenticated, body};
+use crate::auth::http::{ApiError, Authenticated, body, invalid};
 use crate::auth::{Email, tokens};
 use crate::now_ms;
 use crate::server::Shared;
@@ -344,15 +344,6 @@ async fn leave(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn invalid(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "/problems/invalid-input",
-        "Invalid input",
-        detail,
-    )
 }
 
 /// The caller's role if they may manage `workspace` (404 to non-members, 403 to the rest).

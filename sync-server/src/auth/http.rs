@@ -113,6 +113,16 @@ pub fn not_found(what: &str) -> ApiError {
     )
 }
 
+/// 422 for input that parses but is not acceptable (`detail` says why).
+pub fn invalid(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/problems/invalid-input",
+        "Invalid input",
+        detail,
+    )
+}
+
 /// 403: the caller is a member, but their role does not allow this (`why` says so).
 pub fn forbidden(why: &str) -> ApiError {
     ApiError::new(

@@ -119,7 +119,7 @@ pub async fn run(
 }
 
 /// Waits for the lease named `name` (another node may hold it), or `None` once stopped.
-pub(super) async fn take_lease(
+pub(crate) async fn take_lease(
     store: &Store,
     name: &str,
     stop: &CancellationToken,

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::consume::Consumer;
 use super::relay::take_lease;
-use crate::auth::http::{ApiError, Authenticated, body, not_found};
+use crate::auth::http::{ApiError, Authenticated, body, invalid, not_found};
 use crate::now_ms;
 use crate::server::Shared;
 use crate::store::{Attempt, DeliveryRow, DueDelivery, Store, WebhookRow};
@@ -351,15 +351,6 @@ fn webhook_json(hook: WebhookRow, show_secret: bool) -> WebhookJson {
         consecutive_failures: hook.consecutive_failures,
         created_at: rfc3339(hook.created_at),
     }
-}
-
-fn invalid(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "/problems/invalid-input",
-        "Invalid input",
-        detail,
-    )
 }
 
 fn check_url(url: &str) -> Result<String, ApiError> {

@@ -67,11 +67,13 @@ impl Store {
         })
     }
 
+    /// The invitation with this token: the one its inviter was given, or the one mailed to
+    /// the invitee.
     pub async fn invitation_by_token(
         &self,
         token_hash: &str,
     ) -> Result<Option<InvitationRow>, StoreError> {
-        let text = format!("{SELECT} WHERE token_hash = $1");
+        let text = format!("{SELECT} WHERE token_hash = $1 OR mail_token_hash = $1");
         with_pool!(self, |pool, sql| {
             let row = sqlx::query(&sql(&text))
                 .bind(token_hash)

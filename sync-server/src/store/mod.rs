@@ -34,6 +34,7 @@ mod access;
 mod idempotency;
 mod identity;
 mod invitations;
+mod notifications;
 #[macro_use]
 mod projection;
 mod postgres;
@@ -46,6 +47,7 @@ pub use access::DocumentAccess;
 pub use idempotency::{Claim, KeyTimes};
 pub use identity::{Rotation, UserRow};
 pub use invitations::InvitationRow;
+pub use notifications::{EmailAttempt, EmailRow, NotificationRow, Watch};
 pub use outbox::{DeadLetter, Lease, LoggedEvent, OutboxEvent};
 pub use projection::{
     ColumnSummary, CommentRecord, ProjectionDelta, TaskFilter, TaskRecord, TaskUpdate,

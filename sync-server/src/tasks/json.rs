@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -24,14 +23,7 @@ pub const MAX_SET: usize = 50;
 pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
 
-pub fn invalid(detail: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "/problems/invalid-input",
-        "Invalid input",
-        detail,
-    )
-}
+pub use crate::auth::http::invalid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -181,7 +181,7 @@ fn writable(role: Role) -> Result<(), ApiError> {
 /// A task the caller may see (404 otherwise), with their role in its workspace. An id naming
 /// tasks on two boards the caller sees (ids are chosen by clients) answers 409: acting on either
 /// could be acting on the wrong one.
-async fn visible(
+pub(crate) async fn visible(
     shared: &Shared,
     id: &str,
     user: &AuthUser,

@@ -20,12 +20,7 @@ fn schemathesis() -> PathBuf {
     if let Ok(path) = std::env::var("TASKFLOW_SCHEMATHESIS") {
         return path.into();
     }
-    let state = std::env::var("TASKFLOW_STATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/taskflow")
-        });
-    state.join("venv/bin/schemathesis")
+    crate::support::state_dir().join("venv/bin/schemathesis")
 }
 
 async fn the_schema_fuzzer_finds_no_server_errors(backend: Backend) {
@@ -101,9 +96,10 @@ parameters = {{ id = "{task}" }}
             "--header",
             &format!("Authorization: Bearer {}", ann.access_token),
         ])
-        // Signing out would leave the rest of the run unauthenticated; the socket is no REST.
+        // Signing out would leave the rest of the run unauthenticated; the sockets are no REST.
         .args(["--exclude-path", "/api/v1/auth/logout"])
         .args(["--exclude-path", "/api/v1/sync"])
+        .args(["--exclude-path", "/api/v1/notifications/ws"])
         .args([
             "--checks",
             "not_a_server_error,response_schema_conformance,content_type_conformance",

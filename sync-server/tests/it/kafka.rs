@@ -18,19 +18,7 @@ use tokio::process::{Child, Command};
 use crate::events::{
     Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds, poison_and_move_on, rest,
 };
-use crate::support::{Backend, ServerProcess, TestDb, TestServer};
-
-fn state_dir() -> PathBuf {
-    std::env::var("TASKFLOW_STATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/taskflow")
-        })
-}
-
-fn python() -> PathBuf {
-    state_dir().join("venv/bin/python")
-}
+use crate::support::{Backend, ServerProcess, TestDb, TestServer, free_addr, python};
 
 /// A tansu broker keeping its topics in memory.
 struct Broker {
@@ -40,11 +28,7 @@ struct Broker {
 
 impl Broker {
     async fn start() -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("addr");
-        Broker::start_on(port).await
+        Broker::start_on(free_addr()).await
     }
 
     async fn start_on(addr: SocketAddr) -> Broker {

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod crash;
+mod email;
 mod events;
 mod fuzz;
 mod grpc;
@@ -14,6 +15,7 @@ mod interop_js;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod limits;
+mod notifications;
 mod redis;
 mod sync;
 mod tasks;

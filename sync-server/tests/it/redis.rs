@@ -11,10 +11,15 @@ use crate::support::{Backend, TestDb, TestServer, board};
 /// Where the tests find Redis (scripts/services.sh makes sure one answers here).
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// The Redis the tests use.
+pub fn redis_url() -> String {
+    std::env::var("TASKFLOW_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
+}
+
 /// Nodes A and B on one database and Redis; B uses A's test account.
 async fn two_nodes() -> (TestDb, TestServer, TestServer) {
     let db = TestDb::new(Backend::Postgres).await;
-    let redis = std::env::var("TASKFLOW_TEST_REDIS").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
+    let redis = redis_url();
     let config = || {
         let mut config = db.config();
         config.redis_url = Some(redis.clone());

@@ -22,6 +22,28 @@ use tokio::sync::oneshot;
 /// Where the tests find PostgreSQL (scripts/services.sh makes sure one answers here).
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Where scripts/services.sh keeps its state (the Python virtualenv with the test tools).
+pub fn state_dir() -> PathBuf {
+    std::env::var("TASKFLOW_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/taskflow")
+        })
+}
+
+/// The virtualenv's Python (tansu, confluent-kafka, aiosmtpd).
+pub fn python() -> PathBuf {
+    state_dir().join("venv/bin/python")
+}
+
+/// A loopback address nothing listens on yet.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("addr")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
