@@ -99,6 +99,7 @@ impl From<taskflow_client_core::account::AccountError> for CliError {
                 status: 401 | 403 | 429,
                 ..
             } => Kind::Auth,
+            AccountError::Rejected { status: 404, .. } => Kind::NotFound,
             AccountError::Rejected { .. } => Kind::BadInput,
         };
         CliError::new(kind, e.to_string())

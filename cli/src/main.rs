@@ -98,6 +98,21 @@ enum Command {
     Logout,
     /// Who this profile is signed in as.
     Whoami,
+    /// Your notifications, newest first; or mark them read.
+    Notifications {
+        /// Only unread ones.
+        #[arg(long)]
+        unread: bool,
+        /// Mark this notification read (its id, as listed).
+        #[arg(long, value_name = "ID", conflicts_with_all = ["read_all", "unread"])]
+        read: Option<String>,
+        /// Mark every notification read.
+        #[arg(long, conflicts_with = "unread")]
+        read_all: bool,
+        /// How many to list (1 to 200).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,7 +318,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let profile = profiles.get(&cli.profile)?;
     if matches!(
         cli.command,
-        Command::Register { .. } | Command::Login { .. } | Command::Logout | Command::Whoami
+        Command::Register { .. }
+            | Command::Login { .. }
+            | Command::Logout
+            | Command::Whoami
+            | Command::Notifications { .. }
     ) {
         return account_command(cli.command, &home, &cli.profile, &profile, cli.json).await;
     }
@@ -352,9 +371,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Task(command) => task_command(&session, command).await,
         Command::Sync { timeout } => sync(&session, timeout).await,
         Command::Watch { board } => watch(&session, board).await,
-        Command::Register { .. } | Command::Login { .. } | Command::Logout | Command::Whoami => {
-            unreachable!("handled above")
-        }
+        Command::Register { .. }
+        | Command::Login { .. }
+        | Command::Logout
+        | Command::Whoami
+        | Command::Notifications { .. } => unreachable!("handled above"),
     };
     session.client.shutdown().await;
     result
@@ -440,13 +461,7 @@ async fn account_command(
             }
         }
         Command::Whoami => {
-            let stored = credentials::load(home, profile_name)?.ok_or_else(|| {
-                CliError::new(Kind::Auth, "not signed in; run `taskflow login --email …`")
-            })?;
-            let fresh = accounts.fresh(stored.clone()).await?;
-            if fresh != stored {
-                credentials::save(home, profile_name, &fresh)?;
-            }
+            let fresh = fresh_credentials(&accounts, home, profile_name).await?;
             let user = accounts.me(&fresh).await?;
             if json {
                 println!("{}", json!({ "user": user }));
@@ -454,9 +469,66 @@ async fn account_command(
                 println!("{} <{}> on {url}", user.name, user.email);
             }
         }
+        Command::Notifications {
+            unread,
+            read,
+            read_all,
+            limit,
+        } => {
+            let fresh = fresh_credentials(&accounts, home, profile_name).await?;
+            if let Some(id) = read {
+                let notification = accounts.mark_read(&fresh, &id).await?;
+                if json {
+                    println!("{}", json!({ "notification": notification }));
+                } else {
+                    println!("Read: {}", notification.title);
+                }
+            } else if read_all {
+                let marked = accounts.mark_all_read(&fresh).await?;
+                if json {
+                    println!("{}", json!({ "marked": marked }));
+                } else {
+                    println!("Marked {marked} read.");
+                }
+            } else {
+                let page = accounts.notifications(&fresh, unread, None, limit).await?;
+                if json {
+                    let body = json!({
+                        "notifications": page.notifications,
+                        "unreadCount": page.unread_count,
+                    });
+                    println!("{body}");
+                } else {
+                    print!(
+                        "{}",
+                        render::notification_list(
+                            &page.notifications,
+                            page.unread_count,
+                            &TimeZone::system()
+                        )
+                    );
+                }
+            }
+        }
         _ => unreachable!("only account commands come here"),
     }
     Ok(())
+}
+
+/// The profile's signed-in credentials, refreshed (and saved) when about to expire.
+async fn fresh_credentials(
+    accounts: &AccountClient,
+    home: &std::path::Path,
+    profile_name: &str,
+) -> Result<Credentials, CliError> {
+    let stored = credentials::load(home, profile_name)?.ok_or_else(|| {
+        CliError::new(Kind::Auth, "not signed in; run `taskflow login --email …`")
+    })?;
+    let fresh = accounts.fresh(stored.clone()).await?;
+    if fresh != stored {
+        credentials::save(home, profile_name, &fresh)?;
+    }
+    Ok(fresh)
 }
 
 fn profile_command(

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 use taskflow_client_core::board::{Board, Millis, Priority, Task, TaskId};
-use taskflow_client_core::{BoardChange, BoardSummary, DocumentId, SyncStatus, Viewer};
+use taskflow_client_core::{
+    BoardChange, BoardSummary, DocumentId, Notification, SyncStatus, Viewer,
+};
 
 /// Characters of a task id shown in tables (enough to name it on the command line).
 pub const SHORT_ID: usize = 8;
@@ -259,4 +261,34 @@ pub fn change_json(change: &BoardChange) -> Value {
             "fields": t.fields,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Notifications, newest first, with the unread count.
+pub fn notification_list(
+    notifications: &[Notification],
+    unread_count: u64,
+    tz: &TimeZone,
+) -> String {
+    if notifications.is_empty() {
+        return "No notifications.\n".into();
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["", "When", "What", "Id"]);
+    for n in notifications {
+        let when = n
+            .created_at
+            .parse::<Timestamp>()
+            .map_or_else(|_| n.created_at.clone(), |t| time(t.as_millisecond(), tz));
+        let mut what = n.title.clone();
+        if !n.body.is_empty() {
+            what.push('\n');
+            what.push_str(&n.body);
+        }
+        let mark = if n.read { "" } else { "•" };
+        table.add_row([mark.to_owned(), when, what, n.id.clone()]);
+    }
+    format!(
+        "{table}\n{unread_count} unread. Mark read with `taskflow notifications --read ID` or `--read-all`.\n"
+    )
 }

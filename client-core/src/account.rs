@@ -114,7 +114,7 @@ impl AccountClient {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -9,6 +9,8 @@
 //! - `replica`: one board's document and what is stored and synced of it.
 //! - [`changes`]: "what changed" notices from patches.
 //! - [`presence`]: who else views a board, with expiry.
+//! - [`notifications`]: the user's inbox over REST and the live [`NotificationStream`] (with
+//!   the unread count).
 //! - [`backoff`]: reconnect delays.
 
 pub mod account;
@@ -16,6 +18,7 @@ pub mod backoff;
 pub mod changes;
 mod client;
 mod engine;
+pub mod notifications;
 pub mod presence;
 mod replica;
 pub mod store;
@@ -25,6 +28,7 @@ pub use client::{
     BoardSummary, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, Edit, Edited,
     ServerConfig, SyncStatus,
 };
+pub use notifications::{InboxPage, Notification, NotificationEvent, NotificationStream};
 pub use presence::Viewer;
 pub use taskflow_proto::board;
 pub use taskflow_proto::{AutomergeUrl, DocumentId};

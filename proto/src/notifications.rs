@@ -64,7 +64,7 @@ pub enum ServerMessage {
         notification: Notification,
         unread_count: u64,
     },
-    /// Notifications were marked read elsewhere: these `ids`, or every one when `all`.
+    /// Notifications were marked read: these `ids`, or every one when `all`.
     #[serde(rename_all = "camelCase")]
     Read {
         ids: Vec<String>,
@@ -79,7 +79,7 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
-    /// Marks one notification read (the user's other connections are told).
+    /// Marks one notification read (every connection of the user is told).
     MarkRead { id: String },
     /// Marks every notification read.
     MarkAllRead,

@@ -2,5 +2,6 @@
 
 mod account;
 mod crash;
+mod notifications;
 mod session;
 mod support;

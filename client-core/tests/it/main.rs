@@ -2,6 +2,7 @@
 
 mod account;
 mod interop;
+mod notifications;
 mod offline;
 mod presence;
 mod support;

@@ -171,7 +171,7 @@ async fn read(
 ) -> Result<Json<Notification>, ApiError> {
     shared
         .notifier
-        .mark_read(&user.user_id, &id, None)
+        .mark_read(&user.user_id, &id)
         .await?
         .map(Json)
         .ok_or_else(|| not_found("notification"))
@@ -181,7 +181,7 @@ async fn read_all(
     State(shared): State<Arc<Shared>>,
     Authenticated(user): Authenticated,
 ) -> Result<Json<ReadAllJson>, ApiError> {
-    let marked = shared.notifier.mark_all_read(&user.user_id, None).await?;
+    let marked = shared.notifier.mark_all_read(&user.user_id).await?;
     Ok(Json(ReadAllJson {
         marked,
         unread_count: shared.identity.store().unread_count(&user.user_id).await?,

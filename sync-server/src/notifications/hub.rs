@@ -28,15 +28,13 @@ const SOCKET_QUEUE: usize = 256;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Routed {
     user: String,
-    /// The socket that caused it, which is not sent it.
-    except: Option<String>,
     message: ServerMessage,
 }
 
 /// A socket's end of the hub: what to send it, until it is dropped.
 #[derive(Debug)]
 pub struct Listener {
-    pub id: String,
+    id: String,
     pub messages: mpsc::Receiver<Arc<ServerMessage>>,
     user: String,
     hub: Arc<Hub>,
@@ -208,10 +206,10 @@ impl Hub {
         self.sockets.lock().expect("hub lock").len()
     }
 
-    /// Sends `message` to every open socket of `user` but `except`, on every node.
-    pub async fn send(&self, user: &str, message: ServerMessage, except: Option<&str>) {
+    /// Sends `message` to every open socket of `user`, on every node.
+    pub async fn send(&self, user: &str, message: ServerMessage) {
         let message = Arc::new(message);
-        self.deliver(user, &message, except);
+        self.deliver(user, &message);
         let Some(remote) = &self.redis else {
             return;
         };
@@ -235,7 +233,6 @@ impl Hub {
         }
         let routed = Routed {
             user: user.to_owned(),
-            except: except.map(str::to_owned),
             message: (*message).clone(),
         };
         let text = serde_json::to_string(&routed).expect("plain JSON");
@@ -251,16 +248,14 @@ impl Hub {
         }
     }
 
-    /// Queues `message` for this node's sockets of `user` but `except`.
-    fn deliver(&self, user: &str, message: &Arc<ServerMessage>, except: Option<&str>) {
+    /// Queues `message` for this node's sockets of `user`.
+    fn deliver(&self, user: &str, message: &Arc<ServerMessage>) {
         let mut sockets = self.sockets.lock().expect("hub lock");
         let Some(mine) = sockets.get_mut(user) else {
             return;
         };
         // A full queue: the socket is not keeping up. Dropping its queue closes it.
-        mine.retain(|socket| {
-            Some(socket.id.as_str()) == except || socket.queue.try_send(message.clone()).is_ok()
-        });
+        mine.retain(|socket| socket.queue.try_send(message.clone()).is_ok());
     }
 }
 
@@ -284,11 +279,7 @@ async fn receive(
                     continue;
                 };
                 match serde_json::from_str::<Routed>(&text) {
-                    Ok(routed) => hub.deliver(
-                        &routed.user,
-                        &Arc::new(routed.message),
-                        routed.except.as_deref(),
-                    ),
+                    Ok(routed) => hub.deliver(&routed.user, &Arc::new(routed.message)),
                     Err(e) => tracing::warn!(error = %e, "an unreadable notification on Redis"),
                 }
             }

@@ -230,7 +230,7 @@ impl Notifier {
                 notification: notification_json(row),
                 unread_count,
             };
-            self.hub.send(&user, message, None).await;
+            self.hub.send(&user, message).await;
         }
         Ok(())
     }
@@ -261,13 +261,13 @@ impl Notifier {
         })
     }
 
-    /// Marks one of `user`'s notifications read and tells their other sockets (all but
-    /// `origin`). `None` when they have no such notification.
+    /// Marks one of `user`'s notifications read and tells their sockets (the one that asked
+    /// learns the new unread count, the others also that it was read elsewhere). `None` when
+    /// they have no such notification.
     pub async fn mark_read(
         &self,
         user: &str,
         id: &str,
-        origin: Option<&str>,
     ) -> Result<Option<Notification>, StoreError> {
         let Some((row, changed)) = self.store.mark_read(user, id, now_ms()).await? else {
             return Ok(None);
@@ -278,14 +278,14 @@ impl Notifier {
                 all: false,
                 unread_count: self.store.unread_count(user).await?,
             };
-            self.hub.send(user, message, origin).await;
+            self.hub.send(user, message).await;
         }
         Ok(Some(notification_json(row)))
     }
 
-    /// Marks every notification of `user` read and tells their other sockets; answers how many
-    /// were unread.
-    pub async fn mark_all_read(&self, user: &str, origin: Option<&str>) -> Result<u64, StoreError> {
+    /// Marks every notification of `user` read and tells their sockets; answers how many were
+    /// unread.
+    pub async fn mark_all_read(&self, user: &str) -> Result<u64, StoreError> {
         let marked = self.store.mark_all_read(user, now_ms()).await?;
         if marked > 0 {
             let message = ServerMessage::Read {
@@ -293,7 +293,7 @@ impl Notifier {
                 all: true,
                 unread_count: self.store.unread_count(user).await?,
             };
-            self.hub.send(user, message, origin).await;
+            self.hub.send(user, message).await;
         }
         Ok(marked)
     }

@@ -3,7 +3,8 @@
 //!
 //! On connect the socket joins the hub (so nothing created meanwhile is missed) and then sends
 //! `unread_sync`; after that, whatever the hub routes to it. Clients may mark notifications
-//! read on it; the user's other sockets are told. Like the sync socket it closes with 4001 when
+//! read on it; every socket of the user is told (`read`), the one that asked included, so each
+//! learns the new unread count. Like the sync socket it closes with 4001 when
 //! the token expires, 4002 when its session ends, and 1001 on shutdown.
 
 use std::sync::Arc;
@@ -130,7 +131,7 @@ async fn talk(socket: &mut WebSocket, shared: &Shared, user: &AuthUser) -> Optio
                 match frame {
                     None | Some(Ok(WsMessage::Close(_))) => return None,
                     Some(Ok(WsMessage::Text(text))) => {
-                        let answer = on_message(shared, user, &listener.id, text.as_str()).await;
+                        let answer = on_message(shared, user, text.as_str()).await;
                         if let Some(answer) = answer
                             && send(socket, &answer).await.is_err()
                         {
@@ -157,12 +158,7 @@ async fn talk(socket: &mut WebSocket, shared: &Shared, user: &AuthUser) -> Optio
 }
 
 /// Acts on one client message; answers only a refusal.
-async fn on_message(
-    shared: &Shared,
-    user: &AuthUser,
-    socket: &str,
-    text: &str,
-) -> Option<ServerMessage> {
+async fn on_message(shared: &Shared, user: &AuthUser, text: &str) -> Option<ServerMessage> {
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,
         Err(e) => {
@@ -173,17 +169,12 @@ async fn on_message(
     };
     let notifier = &shared.notifier;
     let done = match message {
-        ClientMessage::MarkRead { id } => {
-            match notifier.mark_read(&user.user_id, &id, Some(socket)).await {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => return Some(error("you have no notification with that id")),
-                Err(e) => Err(e),
-            }
-        }
-        ClientMessage::MarkAllRead => notifier
-            .mark_all_read(&user.user_id, Some(socket))
-            .await
-            .map(|_| ()),
+        ClientMessage::MarkRead { id } => match notifier.mark_read(&user.user_id, &id).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => return Some(error("you have no notification with that id")),
+            Err(e) => Err(e),
+        },
+        ClientMessage::MarkAllRead => notifier.mark_all_read(&user.user_id).await.map(|_| ()),
     };
     match done {
         Ok(()) => None,

@@ -570,20 +570,22 @@ async fn the_socket_syncs_unread_then_pushes_new_ones_and_reads(backend: Backend
     let (on_phone, _) = received(phone.next().await);
     assert_eq!(on_phone.id, on_laptop.id);
 
-    // Read on the laptop: the phone is told; the laptop is not told what it did.
+    // Read on the laptop: the phone is told, and the laptop learns the new count.
     laptop
         .send(&ClientMessage::MarkRead {
             id: on_laptop.id.clone(),
         })
         .await;
-    assert_eq!(
-        phone.next().await,
-        ServerMessage::Read {
-            ids: vec![on_laptop.id.clone()],
-            all: false,
-            unread_count: 1
-        }
-    );
+    for socket in [&mut phone, &mut laptop] {
+        assert_eq!(
+            socket.next().await,
+            ServerMessage::Read {
+                ids: vec![on_laptop.id.clone()],
+                all: false,
+                unread_count: 1
+            }
+        );
+    }
 
     // Read over REST: every socket is told.
     rest(
