@@ -21,6 +21,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 mod events;
+mod notifications;
 mod rest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,6 +44,8 @@ enum Scenario {
     /// Domain events from merge to Kafka (needs --kafka-brokers and a server built with the
     /// `kafka` feature): throughput and edit-to-readable delay.
     Events,
+    /// Notifications: assignment to `notification_received` with many sockets open.
+    Notifications,
 }
 
 #[derive(Debug, Parser)]
@@ -86,6 +89,12 @@ struct Args {
     /// `events`: edits timed one at a time from a sync client to the readable event.
     #[arg(long, default_value_t = 100)]
     event_edits: usize,
+    /// `notifications`: members, each with a notification socket open.
+    #[arg(long, default_value_t = 1_000)]
+    notify_users: usize,
+    /// `notifications`: assignments timed one at a time.
+    #[arg(long, default_value_t = 200)]
+    notify_assignments: usize,
 }
 
 /// The server under test, in its own process.
@@ -546,6 +555,9 @@ async fn main() -> anyhow::Result<()> {
     // Only when asked for: it needs a broker.
     if args.scenario == Scenario::Events && args.target == Target::Ours {
         events::scenario(&args, &fresh_dir()?, &fresh_dir()?, &bin).await?;
+    }
+    if args.scenario == Scenario::Notifications && args.target == Target::Ours {
+        notifications::scenario(&args, &fresh_dir()?, &bin).await?;
     }
     Ok(())
 }

@@ -124,10 +124,43 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| password::hash("decoy password for unknown accounts"))
 }
 
+/// Runs password hashing on a few threads of its own, one per core: each argon2id hash holds
+/// 19 MiB and a core for a while, so a burst of sign-ups or logins waits its turn rather than
+/// taking every core, and the memory stays with those threads (on tokio's blocking pool each
+/// hash could land on a new thread whose allocator arena then keeps its 19 MiB).
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("password hashing does not panic")
+    type Job = Box<dyn FnOnce() + Send>;
+    static HASHERS: std::sync::LazyLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::LazyLock::new(|| {
+            let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+            let queue = Arc::new(std::sync::Mutex::new(queue));
+            for n in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("password-hasher-{n}"))
+                    .spawn(move || {
+                        loop {
+                            let job = queue.lock().expect("hash queue lock").recv();
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    })
+                    .expect("a password hashing thread starts");
+            }
+            std::sync::Mutex::new(jobs)
+        });
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = done.send(work());
+    });
+    HASHERS
+        .lock()
+        .expect("hash queue lock")
+        .send(job)
+        .expect("the password hashing threads run as long as the process");
+    result.await.expect("password hashing does not panic")
 }
 
 impl Identity {

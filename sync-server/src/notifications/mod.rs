@@ -80,26 +80,16 @@ impl Notifier {
         }
         let store = &self.store;
         let data = &event.data;
-        let members: Vec<Member> = match &data.workspace_id {
-            Some(workspace) => store
-                .members(workspace)
-                .await?
-                .into_iter()
-                .map(|m| Member {
-                    manager: m.role.can_manage(),
-                    id: m.user_id,
-                    name: m.name,
-                    email: m.email,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
         let task = data.project_id.as_deref().zip(data.task_id.as_deref());
         let watchers = match task {
             Some((project, task)) if matches!(kind, TaskStatusUpdated | CommentAdded) => {
                 store.watchers(project, task).await?
             }
             _ => Vec::new(),
+        };
+        let members = match &data.workspace_id {
+            Some(workspace) => self.members(workspace, kind, event, &watchers).await?,
+            None => Vec::new(),
         };
         let invitee = match &data.invitation {
             Some(invitation) => store.user_by_email(&invitation.email).await?,
@@ -233,6 +223,43 @@ impl Notifier {
             self.hub.send(&user, message).await;
         }
         Ok(())
+    }
+
+    /// The members of `workspace` the rules need for `event`: all of them only when a comment may
+    /// mention anyone or an overdue task tells the managers; else just the people involved
+    /// (so the cost of an event does not grow with the workspace).
+    async fn members(
+        &self,
+        workspace: &str,
+        kind: EventType,
+        event: &Envelope,
+        watchers: &[String],
+    ) -> Result<Vec<Member>, StoreError> {
+        let data = &event.data;
+        let mentions = data.comment.as_ref().is_some_and(|c| c.body.contains('@'));
+        let rows = if mentions || kind == EventType::TaskOverdue {
+            self.store.members(workspace).await?
+        } else {
+            let assignees = data.task.iter().flat_map(|t| &t.assignees);
+            let mut involved: Vec<String> = assignees
+                .chain(&data.added)
+                .chain(watchers)
+                .chain(&data.actor)
+                .cloned()
+                .collect();
+            involved.sort();
+            involved.dedup();
+            self.store.members_among(workspace, &involved).await?
+        };
+        Ok(rows
+            .into_iter()
+            .map(|m| Member {
+                manager: m.role.can_manage(),
+                id: m.user_id,
+                name: m.name,
+                email: m.email,
+            })
+            .collect())
     }
 
     /// Whether `user` gets `kind` in the app and by email (email only when it can be sent).

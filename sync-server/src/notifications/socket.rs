@@ -27,6 +27,7 @@ use crate::server::{Shared, SocketQuery, socket_user};
 
 /// Largest client message: they are tiny.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+const SOCKET_BUFFER_BYTES: usize = 4 * 1024;
 
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
@@ -40,7 +41,11 @@ pub(crate) async fn upgrade(
         Err(problem) => return problem,
     };
     let tracker = shared.connections.clone();
+    // Messages are small; the default 128 KiB buffers would cost more than the rest of a
+    // socket (thousands of them stay open).
     upgrade
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| tracker.track_future(serve(socket, shared, user)))
 }

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 
 /// One stored user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl Store {
     pub async fn create_user(&self, user: &UserRow) -> Result<bool, StoreError> {
         let event = crate::events::domain::user_registered(user);
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let done = sqlx::query(&sql(
                 "INSERT INTO users (id, email, name, password_hash, created_at)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING",
@@ -89,7 +89,7 @@ impl Store {
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(&sql(
                 "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
             ))
@@ -121,7 +121,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Rotation, StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let spent = sqlx::query(&sql("UPDATE refresh_tokens SET spent_at = $2
                  WHERE token_hash = $1 AND spent_at IS NULL
                  RETURNING session_id"))
@@ -224,7 +224,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(&sql(
                 "DELETE FROM revoked_access_tokens WHERE expires_at <= $1",
             ))

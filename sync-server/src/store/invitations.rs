@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 use crate::access::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let event = crate::events::domain::user_invited(invitation);
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(&sql("INSERT INTO invitations
                    (id, workspace_id, email, role, token_hash, invited_by, created_at, expires_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
@@ -117,7 +117,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let closed = sqlx::query(&sql("UPDATE invitations SET closed_at = $2, outcome = $3
                  WHERE id = $1 AND closed_at IS NULL RETURNING workspace_id"))
             .bind(id)

@@ -27,6 +27,44 @@ macro_rules! with_pool {
     };
 }
 
+/// Begins a transaction that writes. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`), waiting its turn behind other writers: a deferred transaction that reads
+/// before it writes would instead fail outright (`SQLITE_BUSY_SNAPSHOT`) whenever another
+/// writer commits in between.
+trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>,
+    >;
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>,
+    > {
+        Box::pin(self.begin_with("BEGIN IMMEDIATE"))
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> futures_util::future::BoxFuture<
+        '_,
+        Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>,
+    > {
+        Box::pin(self.begin())
+    }
+}
+
 // Before the modules that use its macro.
 #[macro_use]
 mod outbox;

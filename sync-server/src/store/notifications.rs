@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 
 /// One notification of one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)
              ON CONFLICT (event_id, user_id) DO NOTHING RETURNING seq";
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut new = Vec::new();
             for n in notifications {
                 let seq: Option<i64> = sqlx::query_scalar(&sql(insert))
@@ -206,7 +206,7 @@ impl Store {
         email: &EmailRow,
     ) -> Result<bool, StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let issued = sqlx::query(&sql("UPDATE invitations SET mail_token_hash = $2
                  WHERE id = $1 AND mail_token_hash IS NULL AND closed_at IS NULL"))
             .bind(invitation)
@@ -383,7 +383,7 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (user, reason) in users {
                 sqlx::query(&sql(
                     "INSERT INTO task_watchers (project_id, task_id, user_id, watching, reason, updated_at)
@@ -429,7 +429,7 @@ impl Store {
         choices: &[(&str, &str, bool)],
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for (kind, channel, enabled) in choices {
                 sqlx::query(&sql(
                     "INSERT INTO notification_preferences (user_id, kind, channel, enabled)

@@ -9,7 +9,7 @@
 use sqlx::Row;
 use taskflow_proto::events::Envelope;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 
 /// One event as the outbox stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +128,7 @@ impl Store {
     /// published before.
     pub async fn mark_published(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let last: Option<i64> = sqlx::query(&sql("SELECT MAX(published_seq) FROM outbox"))
                 .fetch_one(&mut *tx)
                 .await?
@@ -207,7 +207,7 @@ impl Store {
         dead: Option<&DeadLetter>,
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if let Some(dead) = dead {
                 sqlx::query(&sql("INSERT INTO dead_letters
                        (consumer, event_id, payload, reason, attempts, failed_at)

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectRow {
@@ -40,7 +40,7 @@ impl Store {
     pub async fn create_project(&self, p: &ProjectRow) -> Result<bool, StoreError> {
         let event = crate::events::domain::project_created(p);
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let done = sqlx::query(&sql(
                 "INSERT INTO projects (id, workspace_id, name, document_id, created_by, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (document_id) DO NOTHING",

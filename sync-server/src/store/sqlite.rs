@@ -17,8 +17,8 @@ use taskflow_proto::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc,
-    assemble, encode_heads,
+    BeginWrite, ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange,
+    StoredDoc, assemble, encode_heads,
 };
 
 /// How long a writer waits for SQLite's write lock before failing.
@@ -146,7 +146,7 @@ impl SqliteStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let key = id.to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_write().await?;
         sqlx::query(
             "INSERT INTO documents (id, snapshot, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
              ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, heads = excluded.heads,
@@ -208,7 +208,7 @@ async fn group_writer(pool: SqlitePool, mut queue: mpsc::Receiver<Append>) {
 }
 
 async fn write_group(pool: &SqlitePool, group: &[Append]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_write().await?;
     for append in group {
         let key = append.id.to_string();
         sqlx::query(

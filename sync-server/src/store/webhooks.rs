@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRow {
@@ -154,7 +154,7 @@ impl Store {
     /// Deletes a subscription and its delivery log.
     pub async fn delete_webhook(&self, id: &str) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for statement in [
                 "DELETE FROM webhook_deliveries WHERE webhook_id = $1",
                 "DELETE FROM webhooks WHERE id = $1",
@@ -282,7 +282,7 @@ impl Store {
             ),
         };
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(&sql(
                 "UPDATE webhook_deliveries SET state = $2, attempts = attempts + 1,
                    next_attempt_at = $3, last_status = $4, last_error = $5, updated_at = $6

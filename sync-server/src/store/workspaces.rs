@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{BeginWrite, Store, StoreError};
 use crate::access::Role;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl Store {
         owner: &str,
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(&sql(
                 "INSERT INTO workspaces (id, name, created_by, created_at) VALUES ($1, $2, $3, $4)",
             ))
@@ -134,15 +134,43 @@ impl Store {
     }
 
     pub async fn members(&self, workspace: &str) -> Result<Vec<MemberRow>, StoreError> {
+        self.members_where(workspace, None).await
+    }
+
+    /// Those of `users` who are members of `workspace`.
+    pub async fn members_among(
+        &self,
+        workspace: &str,
+        users: &[String],
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.members_where(workspace, Some(users)).await
+    }
+
+    /// A workspace's members (only those of `users`, when given), in the order they joined.
+    async fn members_where(
+        &self,
+        workspace: &str,
+        users: Option<&[String]>,
+    ) -> Result<Vec<MemberRow>, StoreError> {
+        let among = users.map_or(String::new(), |users| {
+            let slots: Vec<String> = (0..users.len()).map(|i| format!("${}", i + 2)).collect();
+            format!("AND m.user_id IN ({})", slots.join(", "))
+        });
+        let text = format!(
+            "SELECT u.id, u.email, u.name, m.role FROM workspace_members m
+             JOIN users u ON u.id = m.user_id
+             WHERE m.workspace_id = $1 {among} ORDER BY m.joined_at, u.email"
+        );
         with_pool!(self, |pool, sql| {
-            let rows = sqlx::query(&sql(
-                "SELECT u.id, u.email, u.name, m.role FROM workspace_members m
-                 JOIN users u ON u.id = m.user_id
-                 WHERE m.workspace_id = $1 ORDER BY m.joined_at, u.email",
-            ))
-            .bind(workspace)
-            .fetch_all(pool)
-            .await?;
+            let text = sql(&text);
+            let mut query = sqlx::query(&text).bind(workspace);
+            for user in users.unwrap_or_default() {
+                query = query.bind(user);
+            }
+            let rows = query.fetch_all(pool).await?;
             rows.iter()
                 .map(|r| {
                     Ok(MemberRow {
@@ -192,7 +220,7 @@ impl Store {
     ) -> Result<Result<MemberChange, E>, StoreError> {
         let now = crate::now_ms();
         with_pool!(self, |pool, sql| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(&sql("UPDATE workspaces SET name = name WHERE id = $1"))
                 .bind(workspace)
                 .execute(&mut *tx)
