@@ -124,7 +124,7 @@ pub enum NotificationEvent {
         items: Vec<Notification>,
     },
     /// A new notification.
-    Received(Notification),
+    Received(Box<Notification>),
     /// Notifications were marked read (here or on another device): these, or all.
     Read { ids: Vec<String>, all: bool },
     /// The connection dropped (or could not be made); the stream tries again by itself.

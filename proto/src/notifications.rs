@@ -61,7 +61,7 @@ pub enum ServerMessage {
     /// A new notification, and the unread count with it.
     #[serde(rename_all = "camelCase")]
     NotificationReceived {
-        notification: Notification,
+        notification: Box<Notification>,
         unread_count: u64,
     },
     /// Notifications were marked read: these `ids`, or every one when `all`.

@@ -162,11 +162,12 @@ impl Hub {
             });
             mine.len() == 1
         };
-        if first && let Some(remote) = &self.redis {
-            if let Err(e) = remote.announce(&self.node, &[user.to_owned()]).await {
-                // The refresh tries again; until then other nodes' messages miss this socket.
-                tracing::warn!(error = %e, "recording a notification route in Redis failed");
-            }
+        if first
+            && let Some(remote) = &self.redis
+            && let Err(e) = remote.announce(&self.node, &[user.to_owned()]).await
+        {
+            // The refresh tries again; until then other nodes' messages miss this socket.
+            tracing::warn!(error = %e, "recording a notification route in Redis failed");
         }
         Listener {
             id,

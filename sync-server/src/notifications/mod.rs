@@ -217,7 +217,7 @@ impl Notifier {
             let unread_count = store.unread_count(&row.user_id).await?;
             let user = row.user_id.clone();
             let message = ServerMessage::NotificationReceived {
-                notification: notification_json(row),
+                notification: Box::new(notification_json(row)),
                 unread_count,
             };
             self.hub.send(&user, message).await;

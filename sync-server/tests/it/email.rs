@@ -252,11 +252,11 @@ async fn notifications_are_mailed_as_text_and_html_as_preferences_say(backend: B
     let of = |kind: &str| {
         chosen["preferences"]
             .as_array()
-            .unwrap()
+            .expect("preferences")
             .iter()
             .find(|p| p["kind"] == kind)
             .cloned()
-            .unwrap()
+            .expect("the kind is listed")
     };
     assert_eq!(
         (
@@ -317,7 +317,7 @@ async fn notifications_are_mailed_as_text_and_html_as_preferences_say(backend: B
             .json(&json!({ "preferences": changes }))
             .send()
             .await
-            .unwrap();
+            .expect("request");
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{why}");
     }
     server.stop().await;
@@ -357,10 +357,10 @@ async fn an_invitation_mails_a_token_that_accepts_it(backend: Backend) {
         .json(&json!({ "email": email, "name": "Newcomer", "password": taskflow_testkit::account::PASSWORD }))
         .send()
         .await
-        .unwrap()
+        .expect("sign up")
         .json()
         .await
-        .unwrap();
+        .expect("tokens");
     let access = signed_up["accessToken"].as_str().expect("signed up");
     let accepted = http
         .post(format!("{base}/api/v1/invitations/accept"))
@@ -368,9 +368,9 @@ async fn an_invitation_mails_a_token_that_accepts_it(backend: Backend) {
         .json(&json!({ "token": token }))
         .send()
         .await
-        .unwrap();
+        .expect("accept");
     assert_eq!(accepted.status(), StatusCode::OK);
-    let workspace: Value = accepted.json().await.unwrap();
+    let workspace: Value = accepted.json().await.expect("workspace");
     assert_eq!(workspace["id"], ann.workspace_id.as_str());
     server.stop().await;
 }

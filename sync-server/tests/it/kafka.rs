@@ -316,3 +316,26 @@ async fn a_poison_event_goes_to_the_dead_letter_topic() {
     server.stop().await;
     broker.stop().await;
 }
+
+/// The notification engine is one more consumer group: an assignment on a server that publishes
+/// to Kafka reaches the assignee's socket from the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_come_from_the_topic_through_their_consumer_group() {
+    use crate::notifications::{Inbox, received, task_for, team};
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut config = db.config();
+    config.kafka_brokers = Some(broker.brokers());
+    let (server, people) = team(config, &["Bob"]).await;
+    let bob = &people[0];
+    let mut socket = Inbox::open(bob).await;
+    socket.next().await;
+    task_for(&server.account, "Through Kafka", &[&bob.user_id]).await;
+    let (notification, unread) = received(socket.next().await);
+    assert_eq!(
+        (notification.title.as_str(), unread),
+        ("Tess Tester assigned you to “Through Kafka”", 1)
+    );
+    server.stop().await;
+    broker.stop().await;
+}

@@ -8,6 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use taskflow_proto::events::{Envelope, EventData, EventType, TaskState};
 use taskflow_proto::notifications::{ClientMessage, ServerMessage};
+use taskflow_sync_server::Config;
 use taskflow_testkit::Account;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -27,11 +28,11 @@ const WAIT: Duration = Duration::from_secs(20);
 /// What each member of a [`team`] was told first: the invitation they accepted.
 pub const INVITED: &str = "invitation.received";
 
-/// A server on `db` with the test account (Ann, owner) and `names` as members of her
+/// A server configured so, with the test account (Ann, owner) and `names` as members of her
 /// workspace. Each member was invited (and so notified, see [`INVITED`]); that notification is
 /// read, so unread counts start at 0.
-pub async fn team(db: &TestDb, names: &[&str]) -> (TestServer, Vec<Account>) {
-    let server = TestServer::start(db.config()).await;
+pub async fn team(config: Config, names: &[&str]) -> (TestServer, Vec<Account>) {
+    let server = TestServer::start(config).await;
     let mut members = Vec::new();
     for name in names {
         let member = Account::register(server.addr, name)
@@ -193,14 +194,14 @@ pub fn received(message: ServerMessage) -> (taskflow_proto::notifications::Notif
         ServerMessage::NotificationReceived {
             notification,
             unread_count,
-        } => (notification, unread_count),
+        } => (*notification, unread_count),
         other => panic!("expected notification_received, got {other:?}"),
     }
 }
 
 async fn each_rule_tells_the_right_people_and_nobody_else(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(&db, &["Bob", "Cy", "Dee"]).await;
+    let (server, people) = team(db.config(), &["Bob", "Cy", "Dee"]).await;
     let ann = &server.account;
     let [bob, cy, dee] = &people[..] else {
         unreachable!()
@@ -329,7 +330,7 @@ fn task_state_of(task: &str) -> TaskState {
 
 async fn a_repeated_event_makes_no_second_notification(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(&db, &["Bob"]).await;
+    let (server, people) = team(db.config(), &["Bob"]).await;
     let bob = &people[0];
     let mut socket = Inbox::open(bob).await;
     assert!(matches!(
@@ -379,7 +380,7 @@ async fn a_repeated_event_makes_no_second_notification(backend: Backend) {
 
 async fn the_inbox_pages_newest_first_and_filters_unread(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(&db, &["Bob"]).await;
+    let (server, people) = team(db.config(), &["Bob"]).await;
     let bob = &people[0];
     let (_, task) = task_for(&server.account, "Paging", &[]).await;
     // Five notifications for Bob: assigned, then four comments (he watches as an assignee).
@@ -401,8 +402,8 @@ async fn the_inbox_pages_newest_first_and_filters_unread(backend: Backend) {
         assert_eq!(page["unreadCount"], 5);
         for n in page["notifications"].as_array().expect("list") {
             seen.push((
-                n["kind"].as_str().unwrap().to_owned(),
-                n["body"].as_str().unwrap().to_owned(),
+                n["kind"].as_str().expect("kind").to_owned(),
+                n["body"].as_str().expect("body").to_owned(),
             ));
         }
         match page["nextCursor"].as_str() {
@@ -425,7 +426,10 @@ async fn the_inbox_pages_newest_first_and_filters_unread(backend: Backend) {
 
     // Reading one: it leaves the unread filter and the count.
     let all = bob.get("/api/v1/notifications").await.expect("list");
-    let newest = all["notifications"][0]["id"].as_str().unwrap().to_owned();
+    let newest = all["notifications"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     let read = rest(
         bob,
         Method::PATCH,
@@ -441,9 +445,9 @@ async fn the_inbox_pages_newest_first_and_filters_unread(backend: Backend) {
         .expect("unread");
     let ids: Vec<&str> = unread["notifications"]
         .as_array()
-        .unwrap()
+        .expect("list")
         .iter()
-        .map(|n| n["id"].as_str().unwrap())
+        .map(|n| n["id"].as_str().expect("id"))
         .collect();
     assert_eq!(ids.len(), 4);
     assert!(!ids.contains(&newest.as_str()));
@@ -481,7 +485,7 @@ async fn the_inbox_pages_newest_first_and_filters_unread(backend: Backend) {
             .request(Method::GET, &format!("/api/v1/notifications?{bad}"))
             .send()
             .await
-            .unwrap();
+            .expect("request");
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         assert_eq!(
             response.headers()["content-type"],
@@ -494,7 +498,7 @@ async fn the_inbox_pages_newest_first_and_filters_unread(backend: Backend) {
 
 async fn nobody_reaches_another_users_notifications(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(&db, &["Bob"]).await;
+    let (server, people) = team(db.config(), &["Bob"]).await;
     let (ann, bob) = (&server.account, &people[0]);
     let mut bobs = Inbox::open(bob).await;
     bobs.next().await;
@@ -507,12 +511,22 @@ async fn nobody_reaches_another_users_notifications(backend: Backend) {
     assert_eq!(mine.title, "Tess Tester assigned you to “For Bob”");
 
     let anns = ann.get("/api/v1/notifications").await.expect("list");
-    let hers = anns["notifications"][0]["id"].as_str().unwrap().to_owned();
+    let hers = anns["notifications"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
     assert_eq!(inbox(bob).await.len(), 2, "Bob lists only his own");
-    for (method, path) in [(Method::PATCH, format!("/api/v1/notifications/{hers}/read"))] {
-        let response = bob.request(method, &path).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    }
+    let path = format!("/api/v1/notifications/{hers}/read");
+    let response = bob
+        .request(Method::PATCH, &path)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "Ann's is not Bob's to read"
+    );
     bobs.send(&ClientMessage::MarkRead { id: hers.clone() })
         .await;
     assert!(matches!(bobs.next().await, ServerMessage::Error { .. }));
@@ -537,7 +551,7 @@ async fn nobody_reaches_another_users_notifications(backend: Backend) {
 
 async fn the_socket_syncs_unread_then_pushes_new_ones_and_reads(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(&db, &["Bob"]).await;
+    let (server, people) = team(db.config(), &["Bob"]).await;
     let (ann, bob) = (&server.account, &people[0]);
     let (_, task) = task_for(ann, "Sockets", &[&bob.user_id]).await;
     kinds_once(bob, 2).await;
@@ -682,7 +696,10 @@ async fn a_notification_reaches_the_socket_held_by_another_node() {
         .await
         .expect("channels");
     assert_eq!(channels.len(), 2, "one channel per node: {channels:?}");
-    let node_b = format!("{prefix}notify:node:{}", route.keys().next().unwrap());
+    let node_b = format!(
+        "{prefix}notify:node:{}",
+        route.keys().next().expect("node B")
+    );
     assert!(channels.contains(&node_b), "{channels:?}");
 
     // Node B dies with the socket open: its claim expires on its own.
