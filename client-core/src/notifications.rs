@@ -79,14 +79,7 @@ impl AccountClient {
         credentials: &Credentials,
         id: &str,
     ) -> Result<Notification, AccountError> {
-        // Ids are the server's UUIDs; anything else could only ever be "not found".
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(AccountError::Rejected {
-                status: 404,
-                kind: "/problems/not-found".into(),
-                detail: format!("no notification `{id}`"),
-            });
-        }
+        let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
         let value = self
             .call(
                 reqwest::Method::PATCH,
@@ -229,11 +222,13 @@ async fn run(
     mut commands: mpsc::Receiver<ClientMessage>,
 ) {
     let mut failures = 0u32;
+    // A command taken from the queue but not sent before the connection dropped.
+    let mut unsent = None;
     loop {
         let reason = match connect(&url, tokens.as_ref()).await {
             Ok(socket) => {
                 failures = 0;
-                match serve(socket, &events, &unread, &mut commands).await {
+                match serve(socket, &events, &unread, &mut commands, &mut unsent).await {
                     Some(reason) => reason,
                     // The application dropped its end.
                     None => return,
@@ -263,21 +258,26 @@ async fn connect(url: &str, tokens: &dyn TokenSource) -> Result<Socket, String> 
     Ok(socket)
 }
 
-/// Relays one connection; answers why it ended, or `None` when the application is gone.
+/// Relays one connection; answers why it ended, or `None` when the application is gone. A
+/// command it could not send is left in `unsent`, and sent first on the next connection.
 async fn serve(
     mut socket: Socket,
     events: &mpsc::Sender<NotificationEvent>,
     unread: &watch::Sender<u64>,
     commands: &mut mpsc::Receiver<ClientMessage>,
+    unsent: &mut Option<ClientMessage>,
 ) -> Option<String> {
     loop {
+        if let Some(command) = unsent.take() {
+            let text = serde_json::to_string(&command).expect("plain JSON");
+            if let Err(e) = socket.send(WsMessage::Text(text.into())).await {
+                *unsent = Some(command);
+                return Some(format!("connection lost: {e}"));
+            }
+        }
         tokio::select! {
             command = commands.recv() => {
-                let command = command?;
-                let text = serde_json::to_string(&command).expect("plain JSON");
-                if let Err(e) = socket.send(WsMessage::Text(text.into())).await {
-                    return Some(format!("connection lost: {e}"));
-                }
+                *unsent = Some(command?);
             }
             frame = socket.next() => {
                 let text = match frame {

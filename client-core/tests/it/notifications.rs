@@ -133,12 +133,17 @@ async fn the_stream_follows_new_notifications_reads_and_reconnects() {
     assert_eq!(after.title, "Tess Tester assigned you to “After the crash”");
     assert_eq!(laptop.unread_count(), 1);
 
-    // Unknown ids are refused, over REST and the socket alike.
-    let refused = accounts.mark_read(&bobs, "no-such-id").await;
-    assert!(matches!(
-        refused,
-        Err(taskflow_client_core::account::AccountError::Rejected { status: 404, .. })
-    ));
+    // An unknown id is refused (404), whatever characters it has.
+    for id in ["no-such-id", "../read-all", "a b?c"] {
+        let refused = accounts.mark_read(&bobs, id).await;
+        assert!(
+            matches!(
+                refused,
+                Err(taskflow_client_core::account::AccountError::Rejected { status: 404, .. })
+            ),
+            "{id}: {refused:?}"
+        );
+    }
     let unread = accounts
         .notifications(&bobs, true, None, 10)
         .await

@@ -127,13 +127,14 @@ fn decoy_hash() -> &'static str {
 /// Runs password hashing on a few threads of its own, one per core: each argon2id hash holds
 /// 19 MiB and a core for a while, so a burst of sign-ups or logins waits its turn rather than
 /// taking every core, and the memory stays with those threads (on tokio's blocking pool each
-/// hash could land on a new thread whose allocator arena then keeps its 19 MiB).
+/// hash could land on a new thread whose allocator arena then keeps its 19 MiB). At most
+/// [`HASH_QUEUE`] wait; more callers wait (asynchronously) for a place in the queue.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     type Job = Box<dyn FnOnce() + Send>;
-    static HASHERS: std::sync::LazyLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+    static QUEUE: std::sync::LazyLock<(std::sync::mpsc::SyncSender<Job>, tokio::sync::Semaphore)> =
         std::sync::LazyLock::new(|| {
-            let (jobs, queue) = std::sync::mpsc::channel::<Job>();
-            let queue = Arc::new(std::sync::Mutex::new(queue));
+            let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(HASH_QUEUE);
+            let queue = Arc::new(Mutex::new(queue));
             for n in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
                 let queue = queue.clone();
                 std::thread::Builder::new()
@@ -141,27 +142,33 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
                     .spawn(move || {
                         loop {
                             let job = queue.lock().expect("hash queue lock").recv();
-                            match job {
-                                Ok(job) => job(),
-                                Err(_) => return,
-                            }
+                            let Ok(job) = job else {
+                                return;
+                            };
+                            // A panicking job fails its own caller, not the thread.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                         }
                     })
                     .expect("a password hashing thread starts");
             }
-            std::sync::Mutex::new(jobs)
+            (jobs, tokio::sync::Semaphore::new(HASH_QUEUE))
         });
+    let (jobs, places) = &*QUEUE;
+    let _place = places
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let (done, result) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = done.send(work());
     });
-    HASHERS
-        .lock()
-        .expect("hash queue lock")
-        .send(job)
+    jobs.send(job)
         .expect("the password hashing threads run as long as the process");
     result.await.expect("password hashing does not panic")
 }
+
+/// Password hashes waiting for a hashing thread.
+const HASH_QUEUE: usize = 1024;
 
 impl Identity {
     pub fn new(store: Store, secret: &[u8], feed: AccessFeed, access_ttl: Duration) -> Identity {
@@ -306,11 +313,12 @@ impl Identity {
             Ok(email) => self.store.user_by_email(email.as_str()).await?,
             Err(_) => None,
         };
-        let stored = user
-            .as_ref()
-            .map_or_else(|| decoy_hash().to_owned(), |u| u.password_hash.clone());
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
         let owned = password.to_owned();
-        let matches = blocking(move || password::verify(&owned, &stored)).await;
+        let matches = blocking(move || {
+            password::verify(&owned, stored.as_deref().unwrap_or_else(|| decoy_hash()))
+        })
+        .await;
         match user {
             Some(user) if matches => self.start_session(user).await,
             _ => Err(AuthError::BadCredentials),

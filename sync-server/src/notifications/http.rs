@@ -228,8 +228,23 @@ async fn change_preferences(
     request: Result<Json<PreferencesBody>, JsonRejection>,
 ) -> Result<Json<PreferencesJson>, ApiError> {
     let request = body(request)?;
+    if request.preferences.len() > Kind::ALL.len() {
+        return Err(invalid(&format!(
+            "at most {} preferences at once, one per kind",
+            Kind::ALL.len()
+        )));
+    }
     let mut choices = Vec::new();
-    for change in &request.preferences {
+    for (n, change) in request.preferences.iter().enumerate() {
+        if request.preferences[..n]
+            .iter()
+            .any(|c| c.kind == change.kind)
+        {
+            return Err(invalid(&format!(
+                "`{}` is listed twice",
+                change.kind.chars().take(60).collect::<String>()
+            )));
+        }
         let kind = Kind::parse(&change.kind).ok_or_else(|| {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
             invalid(&format!(

@@ -1,12 +1,14 @@
-//! Routes messages for a user to that user's open notification sockets, wherever they are.
+//! Routes pushes for a user to that user's open notification sockets, wherever they are.
 //!
 //! Each node keeps its own sockets by user. Alone (embedded mode) that is all there is. With
 //! Redis, a node also records, per user it holds sockets for, "this node, until T" in the hash
-//! `<prefix>notify:user:<user id>`, refreshing T while the sockets stay open (so a node that
-//! died drops out within [`HubConfig::route_ttl`]), and listens on its own channel
-//! `<prefix>notify:node:<node id>` only. A message for a user goes to this node's sockets
-//! directly and to each other node holding one through that node's channel: no node hears
-//! about users it holds no socket for.
+//! `<prefix>notify:user:<user id>`, refreshing T every third of [`HubConfig::route_ttl`] while
+//! the sockets stay open, and listens on its own channel `<prefix>notify:node:<node id>` only.
+//! A push for a user goes to this node's sockets directly and to each other node whose
+//! claim has not run out through that node's channel: no node hears about users it has held no
+//! socket for lately. Claims are never deleted, only left to run out (a node that died, or
+//! whose user left, drops out within the TTL; senders remove what has run out), so a quick
+//! reconnect never races a deletion.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,27 +17,35 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use taskflow_proto::notifications::ServerMessage;
+use taskflow_proto::notifications::Notification;
 use tokio::sync::mpsc;
 
 use crate::now_ms;
 
-/// Messages queued per socket before a socket that does not keep up is dropped (its client
+/// Pushes queued per socket before a socket that does not keep up is dropped (its client
 /// reconnects and gets a fresh `unread_sync`).
 const SOCKET_QUEUE: usize = 256;
 
-/// One message for one user, as it crosses to another node.
+/// What the hub carries to a user's sockets; each socket turns it into its
+/// [`taskflow_proto::notifications::ServerMessage`] with the unread count as it is when sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Push {
+    Received(Box<Notification>),
+    Read { ids: Vec<String>, all: bool },
+}
+
+/// One push for one user, as it crosses to another node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Routed {
     user: String,
-    message: ServerMessage,
+    push: Push,
 }
 
 /// A socket's end of the hub: what to send it, until it is dropped.
 #[derive(Debug)]
 pub struct Listener {
     id: String,
-    pub messages: mpsc::Receiver<Arc<ServerMessage>>,
+    pub pushes: mpsc::Receiver<Arc<Push>>,
     user: String,
     hub: Arc<Hub>,
 }
@@ -49,7 +59,7 @@ impl Drop for Listener {
 #[derive(Debug)]
 struct Socket {
     id: String,
-    queue: mpsc::Sender<Arc<ServerMessage>>,
+    queue: mpsc::Sender<Arc<Push>>,
 }
 
 /// How long a route lives unless refreshed.
@@ -151,7 +161,7 @@ impl Hub {
 
     /// Opens a socket's place in the hub: what is sent to `user` from now on reaches it.
     pub async fn join(self: &Arc<Self>, user: &str) -> Listener {
-        let (queue, messages) = mpsc::channel(SOCKET_QUEUE);
+        let (queue, pushes) = mpsc::channel(SOCKET_QUEUE);
         let id = format!("{}/{}", self.node, uuid::Uuid::new_v4());
         let first = {
             let mut sockets = self.sockets.lock().expect("hub lock");
@@ -166,39 +176,24 @@ impl Hub {
             && let Some(remote) = &self.redis
             && let Err(e) = remote.announce(&self.node, &[user.to_owned()]).await
         {
-            // The refresh tries again; until then other nodes' messages miss this socket.
+            // The refresh tries again; until then other nodes' pushes miss this socket.
             tracing::warn!(error = %e, "recording a notification route in Redis failed");
         }
         Listener {
             id,
-            messages,
+            pushes,
             user: user.to_owned(),
             hub: self.clone(),
         }
     }
 
     fn leave(&self, user: &str, socket: &str) {
-        let last = {
-            let mut sockets = self.sockets.lock().expect("hub lock");
-            let Some(mine) = sockets.get_mut(user) else {
-                return;
-            };
+        let mut sockets = self.sockets.lock().expect("hub lock");
+        if let Some(mine) = sockets.get_mut(user) {
             mine.retain(|s| s.id != socket);
-            let last = mine.is_empty();
-            if last {
+            if mine.is_empty() {
                 sockets.remove(user);
             }
-            last
-        };
-        if last && let Some(remote) = self.redis.clone() {
-            let (key, node) = (remote.route_key(user), self.node.clone());
-            tokio::spawn(async move {
-                let mut conn = remote.conn.clone();
-                let gone: redis::RedisResult<()> = conn.hdel(&key, &node).await;
-                if let Err(e) = gone {
-                    tracing::debug!(error = %e, "removing a notification route failed; it expires");
-                }
-            });
         }
     }
 
@@ -207,15 +202,16 @@ impl Hub {
         self.sockets.lock().expect("hub lock").len()
     }
 
-    /// Sends `message` to every open socket of `user`, on every node.
-    pub async fn send(&self, user: &str, message: ServerMessage) {
-        let message = Arc::new(message);
-        self.deliver(user, &message);
+    /// Sends `push` to every open socket of `user`, on every node.
+    pub async fn send(&self, user: &str, push: Push) {
+        let push = Arc::new(push);
+        self.deliver(user, &push);
         let Some(remote) = &self.redis else {
             return;
         };
+        let key = remote.route_key(user);
         let routes: redis::RedisResult<HashMap<String, i64>> =
-            remote.conn.clone().hgetall(remote.route_key(user)).await;
+            remote.conn.clone().hgetall(&key).await;
         let routes = match routes {
             Ok(routes) => routes,
             Err(e) => {
@@ -224,24 +220,33 @@ impl Hub {
             }
         };
         let now = now_ms();
-        let nodes: Vec<&String> = routes
-            .iter()
-            .filter(|(node, until)| **node != self.node && **until > now)
+        let (live, expired): (Vec<_>, Vec<_>) =
+            routes.into_iter().partition(|(_, until)| *until > now);
+        if !expired.is_empty() {
+            let nodes: Vec<String> = expired.into_iter().map(|(node, _)| node).collect();
+            let pruned: redis::RedisResult<()> = remote.conn.clone().hdel(&key, nodes).await;
+            if let Err(e) = pruned {
+                tracing::debug!(error = %e, "removing run-out notification routes failed");
+            }
+        }
+        let nodes: Vec<String> = live
+            .into_iter()
             .map(|(node, _)| node)
+            .filter(|node| *node != self.node)
             .collect();
         if nodes.is_empty() {
             return;
         }
         let routed = Routed {
             user: user.to_owned(),
-            message: (*message).clone(),
+            push: (*push).clone(),
         };
         let text = serde_json::to_string(&routed).expect("plain JSON");
         for node in nodes {
             let sent: redis::RedisResult<()> = remote
                 .conn
                 .clone()
-                .publish(remote.channel(node), &text)
+                .publish(remote.channel(&node), &text)
                 .await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, %node, "sending a notification to another node failed");
@@ -249,18 +254,18 @@ impl Hub {
         }
     }
 
-    /// Queues `message` for this node's sockets of `user`.
-    fn deliver(&self, user: &str, message: &Arc<ServerMessage>) {
+    /// Queues `push` for this node's sockets of `user`.
+    fn deliver(&self, user: &str, push: &Arc<Push>) {
         let mut sockets = self.sockets.lock().expect("hub lock");
         let Some(mine) = sockets.get_mut(user) else {
             return;
         };
         // A full queue: the socket is not keeping up. Dropping its queue closes it.
-        mine.retain(|socket| socket.queue.try_send(message.clone()).is_ok());
+        mine.retain(|socket| socket.queue.try_send(push.clone()).is_ok());
     }
 }
 
-/// Hands the messages on this node's channel to its sockets; after losing the subscription it
+/// Hands the pushes on this node's channel to its sockets; after losing the subscription it
 /// subscribes again.
 async fn receive(
     client: redis::Client,
@@ -280,7 +285,7 @@ async fn receive(
                     continue;
                 };
                 match serde_json::from_str::<Routed>(&text) {
-                    Ok(routed) => hub.deliver(&routed.user, &Arc::new(routed.message)),
+                    Ok(routed) => hub.deliver(&routed.user, &Arc::new(routed.push)),
                     Err(e) => tracing::warn!(error = %e, "an unreadable notification on Redis"),
                 }
             }

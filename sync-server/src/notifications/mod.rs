@@ -2,10 +2,10 @@
 //!
 //! - [`rules`]: who is told what, as pure functions of an event and its facts.
 //! - [`Notifier`] (and [`NotificationConsumer`], its consumer of the domain events): applies the
-//!   rules, honours each user's preferences per kind and channel, stores the inbox rows and
-//!   queues the emails of one event in one transaction (keyed by event and user, so an event
-//!   handled twice tells nobody twice), then pushes each new notification to its user's open
-//!   sockets.
+//!   rules, records who now watches the task, honours each user's preferences per kind and
+//!   channel, stores the inbox rows and queues the emails of one event in one transaction
+//!   (keyed by event and user, so an event handled twice tells nobody twice), then pushes each
+//!   new notification to its user's open sockets.
 //! - [`hub`]: routes those pushes to the node holding the user's socket (Redis), or in process.
 //! - [`http`]: the inbox, preferences and task watching over REST; [`socket`]: the notification
 //!   WebSocket.
@@ -24,6 +24,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use taskflow_proto::events::{Envelope, EventType, rfc3339};
 use taskflow_proto::notifications::{Notification, ServerMessage};
+
+use hub::Push;
 use tokio::sync::Notify;
 
 use crate::auth::tokens;
@@ -35,6 +37,15 @@ use rules::{Channel, Facts, Kind, Member};
 
 /// Unread notifications sent on connect.
 pub const UNREAD_SYNC_ITEMS: usize = 20;
+
+/// Why an event could not be handled (it is tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("rendering an email: {0}")]
+    Render(#[from] minijinja::Error),
+}
 
 /// Creates notifications from events and tells their users.
 #[derive(Debug)]
@@ -61,7 +72,7 @@ impl Notifier {
     }
 
     /// Tells whoever `event` concerns. Handling an event again tells nobody again.
-    pub async fn on_event(&self, event: &Envelope) -> Result<(), StoreError> {
+    pub async fn on_event(&self, event: &Envelope) -> Result<(), NotifyError> {
         use EventType::*;
         let Some(kind) = EventType::parse(&event.kind) else {
             return Ok(());
@@ -161,8 +172,7 @@ impl Notifier {
                     task: data.task.as_ref().map(|t| t.title.as_str()),
                     project: project_name.as_deref(),
                     server: &self.server_url,
-                })
-                .map_err(|e| StoreError::Write(format!("rendering an email: {e}")))?;
+                })?;
                 emails.push(EmailRow::new(
                     format!("{}:{address}", event.id),
                     address,
@@ -203,8 +213,7 @@ impl Notifier {
                 token: &token,
                 expires: &invitation.expires_at,
                 server: &self.server_url,
-            })
-            .map_err(|e| StoreError::Write(format!("rendering an email: {e}")))?;
+            })?;
             let email = EmailRow::new(format!("{}:{address}", event.id), address, message, now);
             mailed |= store
                 .queue_invitation_email(&invitation.id, &tokens::refresh_token_hash(&token), &email)
@@ -213,14 +222,11 @@ impl Notifier {
         if mailed {
             self.emails_queued.notify_one();
         }
+        // Stored: a socket that misses its push still finds it (unread_sync, REST).
         for row in new {
-            let unread_count = store.unread_count(&row.user_id).await?;
             let user = row.user_id.clone();
-            let message = ServerMessage::NotificationReceived {
-                notification: Box::new(notification_json(row)),
-                unread_count,
-            };
-            self.hub.send(&user, message).await;
+            let push = Push::Received(Box::new(notification_json(row)));
+            self.hub.send(&user, push).await;
         }
         Ok(())
     }
@@ -288,6 +294,23 @@ impl Notifier {
         })
     }
 
+    /// What a socket of `user` is sent for `push`: with the unread count read now, so that each
+    /// socket's counts follow the order it sends them in, wherever the push was made.
+    pub async fn message(&self, user: &str, push: &Push) -> Result<ServerMessage, StoreError> {
+        let unread_count = self.store.unread_count(user).await?;
+        Ok(match push {
+            Push::Received(notification) => ServerMessage::NotificationReceived {
+                notification: notification.clone(),
+                unread_count,
+            },
+            Push::Read { ids, all } => ServerMessage::Read {
+                ids: ids.clone(),
+                all: *all,
+                unread_count,
+            },
+        })
+    }
+
     /// Marks one of `user`'s notifications read and tells their sockets (the one that asked
     /// learns the new unread count, the others also that it was read elsewhere). `None` when
     /// they have no such notification.
@@ -300,12 +323,11 @@ impl Notifier {
             return Ok(None);
         };
         if changed {
-            let message = ServerMessage::Read {
+            let push = Push::Read {
                 ids: vec![row.id.clone()],
                 all: false,
-                unread_count: self.store.unread_count(user).await?,
             };
-            self.hub.send(user, message).await;
+            self.hub.send(user, push).await;
         }
         Ok(Some(notification_json(row)))
     }
@@ -315,12 +337,11 @@ impl Notifier {
     pub async fn mark_all_read(&self, user: &str) -> Result<u64, StoreError> {
         let marked = self.store.mark_all_read(user, now_ms()).await?;
         if marked > 0 {
-            let message = ServerMessage::Read {
+            let push = Push::Read {
                 ids: Vec::new(),
                 all: true,
-                unread_count: self.store.unread_count(user).await?,
             };
-            self.hub.send(user, message).await;
+            self.hub.send(user, push).await;
         }
         Ok(marked)
     }

@@ -237,7 +237,8 @@ pub fn plan(event: &Envelope, facts: &Facts) -> Plan {
 
 /// The members a comment mentions: `@` (at the start or after a character that is not part of
 /// a word, so `ada@example.com` mentions nobody) followed by a member's email or name, any
-/// case, ending where a word would. The longest match wins (`@Ada Lovelace` over `@Ada`).
+/// case, ending where a word would. The longest match wins (`@Ada Lovelace` over `@Ada`); two
+/// members of that one name are both mentioned (neither is more likely meant).
 pub fn mentions(body: &str, members: &[Member]) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     let mut previous: Option<char> = None;
@@ -248,16 +249,17 @@ pub fn mentions(body: &str, members: &[Member]) -> Vec<String> {
             continue;
         }
         let rest = &body[at + 1..];
-        let best = members
+        let matches: Vec<(usize, &Member)> = members
             .iter()
             .flat_map(|m| [(m, m.email.as_str()), (m, m.name.as_str())])
             .filter(|(_, handle)| !handle.is_empty())
             .filter_map(|(m, handle)| mention_len(rest, handle).map(|len| (len, m)))
-            .max_by_key(|(len, _)| *len);
-        if let Some((_, member)) = best
-            && !found.contains(&member.id)
-        {
-            found.push(member.id.clone());
+            .collect();
+        let longest = matches.iter().map(|(len, _)| *len).max();
+        for (len, member) in matches {
+            if Some(len) == longest && !found.contains(&member.id) {
+                found.push(member.id.clone());
+            }
         }
     }
     found
@@ -560,6 +562,12 @@ mod tests {
         assert_eq!(ids("@cy@example.com."), ["cy"]);
         assert_eq!(ids("@cy@example.com.au"), Vec::<String>::new());
         assert_eq!(ids("@"), Vec::<String>::new());
+        members.push(member("bob2", "Bob", false));
+        assert_eq!(
+            mentions("@bob, @Bob", &members),
+            ["bob", "bob2"],
+            "both Bobs"
+        );
     }
 
     #[test]

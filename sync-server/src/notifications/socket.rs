@@ -109,8 +109,15 @@ async fn talk(socket: &mut WebSocket, shared: &Shared, user: &AuthUser) -> Optio
                     return Some(Close(close_code::SESSION_ENDED, "the session ended: sign in again"));
                 }
             }
-            message = listener.messages.recv() => match message {
-                Some(message) => {
+            push = listener.pushes.recv() => match push {
+                Some(push) => {
+                    let message = match notifier.message(&user.user_id, &push).await {
+                        Ok(message) => message,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading the unread count failed");
+                            return Some(Close(close_code::SERVER_ERROR, "the server could not read your notifications"));
+                        }
+                    };
                     if send(socket, &message).await.is_err() {
                         return None;
                     }

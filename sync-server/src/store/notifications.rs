@@ -165,6 +165,9 @@ impl Store {
                actor_name, workspace_id, project_id, task_id, title, body, created_at, read_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, NULL)
              ON CONFLICT (event_id, user_id) DO NOTHING RETURNING seq";
+        if notifications.is_empty() && emails.is_empty() {
+            return Ok(Vec::new());
+        }
         with_pool!(self, |pool, sql| {
             let mut tx = pool.begin_write().await?;
             let mut new = Vec::new();
@@ -371,7 +374,8 @@ impl Store {
     }
 
     /// Makes `users` watch a task for the reasons given, unless they already have a watch on
-    /// it (one they stopped included).
+    /// it (one they stopped included). Names that are no account (a client may write anything
+    /// into a board) are passed over.
     pub async fn watch_implicitly(
         &self,
         project: &str,
@@ -387,7 +391,7 @@ impl Store {
             for (user, reason) in users {
                 sqlx::query(&sql(
                     "INSERT INTO task_watchers (project_id, task_id, user_id, watching, reason, updated_at)
-                     VALUES ($1, $2, $3, TRUE, $4, $5)
+                     SELECT $1, $2, $3, TRUE, $4, $5 WHERE EXISTS (SELECT 1 FROM users WHERE id = $3)
                      ON CONFLICT (project_id, task_id, user_id) DO NOTHING",
                 ))
                 .bind(project)
@@ -465,6 +469,9 @@ impl Store {
         })
     }
 
+    /// Records one try at sending an email. Once it is sent or given up, its bodies are
+    /// emptied: they may carry an invitation's token or people's words, kept no longer than
+    /// needed.
     pub async fn record_email_attempt(
         &self,
         id: &str,
@@ -487,7 +494,9 @@ impl Store {
         with_pool!(self, |pool, sql| {
             sqlx::query(&sql(
                 "UPDATE emails SET state = $2, attempts = attempts + 1, next_attempt_at = $3,
-                   last_error = $4, sent_at = $5
+                   last_error = $4, sent_at = $5,
+                   text_body = CASE WHEN $2 = 'pending' THEN text_body ELSE '' END,
+                   html_body = CASE WHEN $2 = 'pending' THEN html_body ELSE '' END
                  WHERE id = $1",
             ))
             .bind(id)

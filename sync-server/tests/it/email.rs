@@ -377,7 +377,17 @@ async fn an_invitation_mails_a_token_that_accepts_it(backend: Backend) {
 
 async fn a_mail_server_that_is_down_delays_email_but_not_the_app(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let addr = free_addr();
+    // Until the mail server starts, something holds its port and hangs up on every
+    // connection (so no other test takes the port meanwhile).
+    let holder = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = holder.local_addr().expect("addr");
+    let hanging_up = tokio::spawn(async move {
+        while let Ok((connection, _)) = holder.accept().await {
+            drop(connection);
+        }
+    });
     let server = TestServer::start(mailing_config(&db, format!("smtp://{addr}"))).await;
     let ann = &server.account;
     // Bob joins with the token Ann was given; his invitation email waits for the mail server.
@@ -428,6 +438,8 @@ async fn a_mail_server_that_is_down_delays_email_but_not_the_app(backend: Backen
     }
 
     // The mail server comes up: each email goes out, once.
+    hanging_up.abort();
+    let _ = hanging_up.await;
     let sink = MailSink::start_on(addr).await;
     let mut subjects: Vec<String> = sink.until(2).await.into_iter().map(|m| m.subject).collect();
     subjects.sort();

@@ -208,7 +208,7 @@ async fn each_rule_tells_the_right_people_and_nobody_else(backend: Backend) {
     };
 
     // Ann creates a task for Bob: Bob is told; Ann (the actor, and its creator) is not.
-    let (_, task) = task_for(ann, "Fix the login", &[&bob.user_id]).await;
+    let (project, task) = task_for(ann, "Fix the login", &[&bob.user_id]).await;
     assert_eq!(kinds_once(bob, 2).await, [INVITED, "task.assigned"]);
     let (_, title) = &inbox(bob).await[0];
     assert_eq!(title, "Tess Tester assigned you to “Fix the login”");
@@ -284,6 +284,22 @@ async fn each_rule_tells_the_right_people_and_nobody_else(backend: Backend) {
     assert_eq!(kinds_once(cy, 4).await[3..], ["task.overdue"]);
     assert_eq!(kinds_once(ann, 3).await[2..], ["task.overdue"]);
     assert_eq!(kinds_once(dee, 2).await, [INVITED, "comment.added"]);
+
+    // A name that is no account (a client may write anything into a board) is passed over:
+    // it watches nothing, and the real assignee is still told.
+    let ghostly = EventData {
+        actor: Some(ann.user_id.clone()),
+        workspace_id: Some(ann.workspace_id.clone()),
+        project_id: Some(project.clone()),
+        task_id: Some(task.clone()),
+        task: Some(task_state(vec!["ghost".into(), bob.user_id.clone()])),
+        added: vec!["ghost".into(), bob.user_id.clone()],
+        ..EventData::default()
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let ghostly = Envelope::new(id, EventType::TaskAssigned, 0, ghostly);
+    notifier.on_event(&ghostly).await.expect("a ghost assignee");
+    assert_eq!(kinds_once(bob, 7).await[6..], ["task.assigned"]);
 
     // An invitation to someone with an account tells them in the app (email: tests/it/email.rs).
     let eve = Account::register(server.addr, "Eve")
@@ -630,7 +646,7 @@ async fn the_socket_syncs_unread_then_pushes_new_ones_and_reads(backend: Backend
 
 /// Two server processes on one PostgreSQL database and one Redis: a notification made on one
 /// node reaches the socket held by the other, through that node's own channel, and a node's
-/// claim on a user's sockets ends when they close or expires when the node dies.
+/// claim on a user's sockets runs out when the node dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_reaches_the_socket_held_by_another_node() {
     let db = TestDb::new(Backend::Postgres).await;
