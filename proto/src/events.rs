@@ -37,6 +37,8 @@ pub enum EventType {
     TaskDueSoon,
     /// Emitted by the deadline engine: a task is past its due date and not done.
     TaskOverdue,
+    /// Emitted by the deadline engine with `task.overdue`: an alert for operators' systems.
+    SystemAlert,
     CommentAdded,
     ProjectCreated,
     UserRegistered,
@@ -47,7 +49,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 18] = [
         EventType::TaskCreated,
         EventType::TaskUpdated,
         EventType::TaskStatusUpdated,
@@ -58,6 +60,7 @@ impl EventType {
         EventType::TaskDeleted,
         EventType::TaskDueSoon,
         EventType::TaskOverdue,
+        EventType::SystemAlert,
         EventType::CommentAdded,
         EventType::ProjectCreated,
         EventType::UserRegistered,
@@ -79,6 +82,7 @@ impl EventType {
             EventType::TaskDeleted => "task.deleted",
             EventType::TaskDueSoon => "task.due_soon",
             EventType::TaskOverdue => "task.overdue",
+            EventType::SystemAlert => "notification.system.alert",
             EventType::CommentAdded => "comment.added",
             EventType::ProjectCreated => "project.created",
             EventType::UserRegistered => "user.registered",

@@ -148,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_NOTIFICATION_ROUTE_TTL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub notification_route_ttl: Duration,
 
+    /// How long before a task's due date its assignees are reminded, in workspaces that set no
+    /// offset of their own (PATCH /api/v1/workspaces/{id}/settings).
+    #[arg(long, env = "TASKFLOW_REMINDER_OFFSET", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub reminder_offset: Duration,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
     pub log: String,

@@ -16,6 +16,8 @@
 //!   in process), the consumer framework and outgoing webhooks.
 //! - [`notifications`]: per-user notifications from the events: the inbox over REST, live
 //!   pushes on the notification socket (routed across nodes through Redis), and email.
+//! - [`deadlines`]: reminders before tasks are due and escalations when they are overdue
+//!   (pure decisions; the embedded scheduler's durable timers in the database).
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod connection;
+pub mod deadlines;
 pub mod doc;
 pub mod events;
 pub mod grpc;

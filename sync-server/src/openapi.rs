@@ -465,6 +465,33 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         response: Some(schema::<crate::notifications::http::WatchJson>),
     },
+    Operation {
+        method: "get",
+        path: "/api/v1/tasks/{id}/sla",
+        summary: "A task's deadline: its due date, what was sent, and what happens next",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::deadlines::http::SlaJson>),
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/workspaces/{id}/settings",
+        summary: "A workspace's settings (the reminder offset before due dates)",
+        query: &[],
+        bearer: true,
+        request: None,
+        response: Some(schema::<crate::deadlines::http::SettingsJson>),
+    },
+    Operation {
+        method: "patch",
+        path: "/api/v1/workspaces/{id}/settings",
+        summary: "Change a workspace's settings (admins and owners)",
+        query: &[],
+        bearer: true,
+        request: Some(schema::<crate::deadlines::http::SettingsBody>),
+        response: Some(schema::<crate::deadlines::http::SettingsJson>),
+    },
 ];
 
 pub fn document() -> Value {

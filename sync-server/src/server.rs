@@ -26,6 +26,7 @@ use crate::auth::http::ApiError;
 use crate::auth::redis_state::RedisState;
 use crate::cache::ProjectCache;
 use crate::config::{Config, Limits};
+use crate::deadlines::{DeadlineConfig, DeadlineConsumer};
 use crate::doc::Registry;
 use crate::events::consume::Consumer;
 use crate::events::webhooks::WebhookConsumer;
@@ -52,6 +53,9 @@ pub struct Shared {
     pub cache: ProjectCache,
     /// Notifications: made from the events, read over REST, pushed to sockets.
     pub notifier: Arc<Notifier>,
+    /// Deadline defaults, and what wakes the embedded scheduler.
+    pub deadlines: DeadlineConfig,
+    pub deadlines_wake: Arc<tokio::sync::Notify>,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -189,6 +193,7 @@ impl Server {
         if let Some((state, _)) = redis {
             identity = identity.with_redis(state);
         }
+        let deadlines_wake = Arc::new(tokio::sync::Notify::new());
         let shared = Arc::new(Shared {
             registry,
             limits: config.limits(),
@@ -197,6 +202,10 @@ impl Server {
             access,
             cache,
             notifier: notifier.clone(),
+            deadlines: DeadlineConfig {
+                remind_before: config.reminder_offset,
+            },
+            deadlines_wake: deadlines_wake.clone(),
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -214,12 +223,17 @@ impl Server {
         };
         let webhooks_queued = Arc::new(tokio::sync::Notify::new());
         let webhooks = WebhookConsumer::new(store.clone(), webhooks_queued.clone());
+        let deadline_consumer = DeadlineConsumer::new(store.clone(), deadlines_wake);
         Ok(Server {
             shared,
             store,
             events,
             signals,
-            consumers: vec![Arc::new(webhooks), Arc::new(NotificationConsumer(notifier))],
+            consumers: vec![
+                Arc::new(webhooks),
+                Arc::new(NotificationConsumer(notifier)),
+                Arc::new(deadline_consumer),
+            ],
             webhooks_queued,
             mail,
             grpc,
@@ -245,7 +259,8 @@ impl Server {
         self.consumers.push(consumer);
     }
 
-    /// Starts the outbox relay, the event consumers, webhook deliveries and the mailer; each ends when
+    /// Starts the outbox relay, the event consumers, webhook deliveries, the deadline scheduler
+    /// and the mailer; each ends when
     /// `stop` is cancelled.
     fn start_events(&self, stop: &CancellationToken) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
@@ -287,6 +302,13 @@ impl Server {
             self.webhooks_queued.clone(),
             stop.clone(),
         )));
+        tasks.push(tokio::spawn(crate::deadlines::run(
+            store.clone(),
+            self.shared.deadlines,
+            self.shared.deadlines_wake.clone(),
+            self.signals.clone(),
+            stop.clone(),
+        )));
         if let Some(mail) = &self.mail {
             tasks.push(tokio::spawn(crate::notifications::mailer::run(
                 store.clone(),
@@ -309,6 +331,7 @@ impl Server {
             .merge(crate::tasks::routes())
             .merge(crate::events::webhooks::routes())
             .merge(crate::notifications::http::routes())
+            .merge(crate::deadlines::http::routes())
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),

@@ -69,6 +69,7 @@ impl BeginWrite for sqlx::PgPool {
 #[macro_use]
 mod outbox;
 mod access;
+mod deadlines;
 mod idempotency;
 mod identity;
 mod invitations;
@@ -82,6 +83,7 @@ mod webhooks;
 mod workspaces;
 
 pub use access::DocumentAccess;
+pub use deadlines::{Advance, DeadlineRow};
 pub use idempotency::{Claim, KeyTimes};
 pub use identity::{Rotation, UserRow};
 pub use invitations::InvitationRow;

@@ -6,6 +6,7 @@ mod access;
 mod auth;
 mod bad_input;
 mod crash;
+mod deadlines;
 mod email;
 mod events;
 mod fuzz;
