@@ -18,6 +18,7 @@
 //!   pushes on the notification socket (routed across nodes through Redis), and email.
 //! - [`deadlines`]: reminders before tasks are due and escalations when they are overdue
 //!   (pure decisions; the embedded scheduler's durable timers in the database).
+//! - [`recurrences`]: recurring tasks from cron rules per project (the embedded scheduler).
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
@@ -39,6 +40,7 @@ pub mod notifications;
 pub mod nul_guard;
 pub mod openapi;
 pub mod projects;
+pub mod recurrences;
 pub mod server;
 pub mod store;
 pub mod tasks;

@@ -56,6 +56,8 @@ pub struct Shared {
     /// Deadline defaults, and what wakes the embedded scheduler.
     pub deadlines: DeadlineConfig,
     pub deadlines_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the embedded recurrence scheduler when rules change.
+    pub recurrences_wake: Arc<tokio::sync::Notify>,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -206,6 +208,7 @@ impl Server {
                 remind_before: config.reminder_offset,
             },
             deadlines_wake: deadlines_wake.clone(),
+            recurrences_wake: Arc::new(tokio::sync::Notify::new()),
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -309,6 +312,11 @@ impl Server {
             self.signals.clone(),
             stop.clone(),
         )));
+        tasks.push(tokio::spawn(crate::recurrences::run(
+            self.shared.clone(),
+            self.shared.recurrences_wake.clone(),
+            stop.clone(),
+        )));
         if let Some(mail) = &self.mail {
             tasks.push(tokio::spawn(crate::notifications::mailer::run(
                 store.clone(),
@@ -332,6 +340,7 @@ impl Server {
             .merge(crate::events::webhooks::routes())
             .merge(crate::notifications::http::routes())
             .merge(crate::deadlines::http::routes())
+            .merge(crate::recurrences::http::routes())
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(
                 self.shared.clone(),

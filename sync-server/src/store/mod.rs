@@ -78,6 +78,7 @@ mod notifications;
 mod projection;
 mod postgres;
 mod projects;
+mod recurrences;
 mod sqlite;
 mod webhooks;
 mod workspaces;
@@ -93,6 +94,7 @@ pub use projection::{
     ColumnSummary, CommentRecord, ProjectionDelta, TaskFilter, TaskRecord, TaskUpdate,
 };
 pub use projects::ProjectRow;
+pub use recurrences::RecurrenceRow;
 pub use webhooks::{Attempt, DeliveryRow, DueDelivery, WebhookRow};
 pub use workspaces::{MemberChange, MemberFacts, MemberRow, WorkspaceRow};
 

@@ -8,7 +8,7 @@
 //! the task does; `If-Match` on PATCH and DELETE refuses a write based on an older read (412).
 //! Non-members get 404, viewers 403 on writes.
 
-mod json;
+pub(crate) mod json;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -75,7 +75,7 @@ fn unknown_column(column: &str) -> ApiError {
     )
 }
 
-fn edit_error(e: EditError) -> ApiError {
+pub(crate) fn edit_error(e: EditError) -> ApiError {
     let detail = e.to_string();
     match e {
         EditError::NoBoard => problem(
@@ -163,14 +163,14 @@ fn task_response(status: StatusCode, task: TaskRecord, location: bool) -> Respon
     response
 }
 
-fn document_of(project: &ProjectRow) -> Result<DocumentId, ApiError> {
+pub(crate) fn document_of(project: &ProjectRow) -> Result<DocumentId, ApiError> {
     project.document_id.parse().map_err(|_| {
         tracing::error!(project = %project.id, "a project's document id does not parse");
         edit_error(EditError::Damaged("the project's document id".into()))
     })
 }
 
-fn writable(role: Role) -> Result<(), ApiError> {
+pub(crate) fn writable(role: Role) -> Result<(), ApiError> {
     if role.can_edit_boards() {
         Ok(())
     } else {
@@ -205,7 +205,7 @@ pub(crate) async fn visible(
 }
 
 /// A project the caller is a member of the workspace of (`None` otherwise), with their role.
-async fn member_project(
+pub(crate) async fn member_project(
     shared: &Shared,
     id: &str,
     user: &AuthUser,
@@ -235,7 +235,7 @@ async fn read_back(shared: &Shared, document: &str, id: &TaskId) -> Result<TaskR
 }
 
 /// Assignees as user ids: each given as a member's id or email, or `me`.
-async fn assignees(
+pub(crate) async fn assignees(
     shared: &Shared,
     workspace: &str,
     given: &[String],

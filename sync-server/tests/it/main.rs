@@ -17,6 +17,7 @@ mod interop_js;
 mod kafka;
 mod limits;
 mod notifications;
+mod recurrences;
 mod redis;
 mod sync;
 mod tasks;
