@@ -1,6 +1,7 @@
-//! The internal gRPC services (`proto/grpc`, generated in `taskflow-grpc`): identity for
-//! Taskflow's other services and workers. `VerifySession` checks a user's access token exactly
-//! as the REST API does; `GetWorkspaceContext` gives a workspace's members and roles.
+//! The internal gRPC services (`proto/grpc`, generated in `taskflow-grpc`) for Taskflow's other
+//! services and workers. Identity: `VerifySession` checks a user's access token exactly as the
+//! REST API does; `GetWorkspaceContext` gives a workspace's members and roles. Tasks:
+//! `CreateTask` makes the task of one run of a recurrence rule (idempotent per run).
 //!
 //! Served on its own address (`--grpc-listen`), never the public one, and every call must carry
 //! the deployment's internal token (`authorization: Bearer …`), since these answers are about
@@ -14,31 +15,30 @@ use taskflow_grpc::identity::{
     GetWorkspaceContextRequest, Member, Role as WireRole, User, VerifySessionRequest,
     VerifySessionResponse, WorkspaceContext,
 };
+use taskflow_grpc::tasks::tasks_server::{Tasks, TasksServer};
+use taskflow_grpc::tasks::{CreateTaskRequest, CreateTaskResponse};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
 use crate::access::Role;
 use crate::auth::AuthError;
 use crate::config::Secret;
+use crate::recurrences::RunError;
 use crate::server::Shared;
 use crate::store::StoreError;
 
-pub struct IdentityService {
-    shared: Arc<Shared>,
-    /// SHA-256 of the internal token: comparing digests does not reveal the token by timing.
-    caller_token: [u8; 32],
-}
+/// The internal token callers must present, kept as its SHA-256: comparing digests does not
+/// reveal the token by timing.
+#[derive(Clone)]
+pub struct InternalToken([u8; 32]);
 
-impl IdentityService {
-    pub fn new(shared: Arc<Shared>, internal_token: &Secret) -> IdentityService {
-        IdentityService {
-            shared,
-            caller_token: Sha256::digest(internal_token.0.as_bytes()).into(),
-        }
+impl InternalToken {
+    pub fn new(token: &Secret) -> InternalToken {
+        InternalToken(Sha256::digest(token.0.as_bytes()).into())
     }
 
     /// Lets through only callers that present the internal token.
-    fn check_caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn check<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let presented = request
             .metadata()
             .get("authorization")
@@ -50,16 +50,28 @@ impl IdentityService {
                 )
             })?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if digest != self.caller_token {
+        if digest != self.0 {
             return Err(Status::unauthenticated("wrong internal token"));
         }
         Ok(())
     }
 }
 
-impl std::fmt::Debug for IdentityService {
+impl std::fmt::Debug for InternalToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityService").finish_non_exhaustive()
+        f.write_str("InternalToken(…)")
+    }
+}
+
+#[derive(Debug)]
+pub struct IdentityService {
+    shared: Arc<Shared>,
+    caller: InternalToken,
+}
+
+impl IdentityService {
+    pub fn new(shared: Arc<Shared>, caller: InternalToken) -> IdentityService {
+        IdentityService { shared, caller }
     }
 }
 
@@ -83,7 +95,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<VerifySessionRequest>,
     ) -> Result<Response<VerifySessionResponse>, Status> {
-        self.check_caller(&request)?;
+        self.caller.check(&request)?;
         let token = request.into_inner().access_token;
         let identity = &self.shared.identity;
         let user = identity.authenticate(&token).await.map_err(|e| match e {
@@ -111,7 +123,7 @@ impl Identity for IdentityService {
         &self,
         request: Request<GetWorkspaceContextRequest>,
     ) -> Result<Response<WorkspaceContext>, Status> {
-        self.check_caller(&request)?;
+        self.caller.check(&request)?;
         let id = request.into_inner().workspace_id;
         let store = self.shared.identity.store();
         let workspace = store
@@ -138,14 +150,73 @@ impl Identity for IdentityService {
     }
 }
 
+/// `CreateTask` for the workflow workers: the run of a recurrence rule.
+#[derive(Debug)]
+pub struct TasksService {
+    shared: Arc<Shared>,
+    caller: InternalToken,
+}
+
+impl TasksService {
+    pub fn new(shared: Arc<Shared>, caller: InternalToken) -> TasksService {
+        TasksService { shared, caller }
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create_task(
+        &self,
+        request: Request<CreateTaskRequest>,
+    ) -> Result<Response<CreateTaskResponse>, Status> {
+        self.caller.check(&request)?;
+        let CreateTaskRequest {
+            recurrence_id,
+            scheduled_at_ms,
+        } = request.into_inner();
+        let store = self.shared.identity.store();
+        let rule = store
+            .recurrence(&recurrence_id)
+            .await
+            .map_err(store_failed)?
+            .ok_or_else(|| Status::not_found(format!("no recurrence {recurrence_id}")))?;
+        match crate::recurrences::make_task(&self.shared, &rule, scheduled_at_ms).await {
+            Ok((task, created)) => {
+                store
+                    .record_recurrence_run(&rule.id, scheduled_at_ms)
+                    .await
+                    .map_err(store_failed)?;
+                Ok(Response::new(CreateTaskResponse {
+                    task_id: task.to_string(),
+                    project_id: rule.project_id,
+                    created,
+                }))
+            }
+            Err(RunError::Disable(reason)) => {
+                store
+                    .disable_recurrence(&rule.id, &reason)
+                    .await
+                    .map_err(store_failed)?;
+                Err(Status::failed_precondition(reason))
+            }
+            Err(RunError::Retry(reason)) => Err(Status::unavailable(reason)),
+        }
+    }
+}
+
 /// Serves the internal services on `listener` until `stop` resolves.
 pub async fn serve(
     listener: TcpListener,
-    service: IdentityService,
+    shared: Arc<Shared>,
+    caller: InternalToken,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(service))
+        .add_service(IdentityServer::new(IdentityService::new(
+            shared.clone(),
+            caller.clone(),
+        )))
+        .add_service(TasksServer::new(TasksService::new(shared, caller)))
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), stop)
         .await?;
     Ok(())

@@ -363,11 +363,14 @@ impl Server {
         let events_stop = CancellationToken::new();
         let event_tasks = self.start_events(&events_stop)?;
         let grpc = self.grpc.map(|(listener, token)| {
-            let service = crate::grpc::IdentityService::new(self.shared.clone(), &token);
+            let caller = crate::grpc::InternalToken::new(&token);
             let stopped = shutdown.clone();
-            tokio::spawn(crate::grpc::serve(listener, service, async move {
-                stopped.cancelled().await
-            }))
+            tokio::spawn(crate::grpc::serve(
+                listener,
+                self.shared.clone(),
+                caller,
+                async move { stopped.cancelled().await },
+            ))
         });
         tokio::spawn(reproject_backlog(self.shared.clone(), self.store.clone()));
         // Client addresses feed the login rate limits.

@@ -8,7 +8,7 @@
 //! - [`run`]: the embedded scheduler: the rule's next run time is its durable timer in the
 //!   database. A run missed while no server ran is made once when one is back (the first
 //!   missed); later missed ones are skipped, so a long outage does not flood the board.
-//! - [`http`]: `/api/v1/projects/{id}/recurrences`.
+//! - [`http`]: the REST routes, `/api/v1/projects/{id}/recurrences`.
 
 pub mod http;
 
@@ -143,13 +143,14 @@ pub enum RunError {
     Retry(String),
 }
 
-/// Makes the task of `rule`'s run scheduled at `scheduled`, as the rule's author. Making it
-/// again is harmless: the task is found already there.
+/// Makes the task of `rule`'s run scheduled at `scheduled`, as the rule's author; answers its
+/// id and whether this call made it. Making it again is harmless: the task is found already
+/// there.
 pub async fn make_task(
     shared: &Shared,
     rule: &RecurrenceRow,
     scheduled: i64,
-) -> Result<TaskId, RunError> {
+) -> Result<(TaskId, bool), RunError> {
     let retry = |e: crate::store::StoreError| RunError::Retry(e.to_string());
     let schedule = Schedule::parse(&rule.cron, &rule.timezone).map_err(RunError::Disable)?;
     let template: TaskTemplate = serde_json::from_str(&rule.template)
@@ -204,7 +205,8 @@ pub async fn make_task(
         )
         .await
     {
-        Ok(_) | Err(EditError::TaskExists(_)) => Ok(id),
+        Ok(_) => Ok((id, true)),
+        Err(EditError::TaskExists(_)) => Ok((id, false)),
         Err(EditError::NoColumn(column)) => Err(RunError::Disable(format!(
             "the board has no column `{column}` any more"
         ))),

@@ -157,6 +157,20 @@ impl Store {
         })
     }
 
+    /// Records a run made by a scheduler outside the server (Temporal), which keeps no timer
+    /// here: only `last_run_at` moves.
+    pub async fn record_recurrence_run(&self, id: &str, ran: i64) -> Result<(), StoreError> {
+        with_pool!(self, |pool, sql| {
+            sqlx::query(&sql("UPDATE recurrences SET last_run_at = $2
+                 WHERE id = $1 AND (last_run_at IS NULL OR last_run_at < $2)"))
+            .bind(id)
+            .bind(ran)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     /// Turns a rule off, saying why.
     pub async fn disable_recurrence(&self, id: &str, reason: &str) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {

@@ -1,5 +1,5 @@
-//! The internal gRPC identity service, through the generated client as another service would
-//! call it.
+//! The internal gRPC services (identity, tasks), through the generated clients as another
+//! service would call them.
 
 use taskflow_grpc::identity::identity_client::IdentityClient;
 use taskflow_grpc::identity::{GetWorkspaceContextRequest, Role, VerifySessionRequest};
@@ -9,7 +9,10 @@ use tonic::{Code, Request};
 
 use crate::support::{Backend, TestDb, TestServer, on_both_backends};
 
-on_both_backends!(the_identity_service_answers_internal_callers_only);
+on_both_backends!(
+    the_identity_service_answers_internal_callers_only,
+    create_task_makes_a_recurrence_run_once,
+);
 
 const INTERNAL_TOKEN: &str = "an internal token for the services of this deployment";
 
@@ -31,8 +34,8 @@ fn verify(access_token: &str, caller: Option<&str>) -> Request<VerifySessionRequ
     )
 }
 
-async fn the_identity_service_answers_internal_callers_only(backend: Backend) {
-    let db = TestDb::new(backend).await;
+/// A server with its internal gRPC address, and a channel to it.
+async fn with_grpc(db: &TestDb) -> (TestServer, Channel) {
     let mut config = db.config();
     config.grpc_listen = Some("127.0.0.1:0".parse().expect("addr"));
     config.internal_token = Some(INTERNAL_TOKEN.parse().expect("token"));
@@ -43,6 +46,12 @@ async fn the_identity_service_answers_internal_callers_only(backend: Backend) {
         .connect()
         .await
         .expect("connects");
+    (server, channel)
+}
+
+async fn the_identity_service_answers_internal_callers_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (server, channel) = with_grpc(&db).await;
     let mut client = IdentityClient::new(channel);
     let owner = &server.account;
     let caller = Some(INTERNAL_TOKEN);
@@ -120,5 +129,100 @@ async fn the_identity_service_answers_internal_callers_only(backend: Backend) {
         .expect_err("signed out");
     assert_eq!(refused.code(), Code::Unauthenticated);
     assert!(refused.message().contains("ended"), "{}", refused.message());
+    server.stop().await;
+}
+
+async fn create_task_makes_a_recurrence_run_once(backend: Backend) {
+    use reqwest::Method;
+    use serde_json::{Value, json};
+    use taskflow_grpc::tasks::CreateTaskRequest;
+    use taskflow_grpc::tasks::tasks_client::TasksClient;
+
+    use crate::events::rest;
+
+    let db = TestDb::new(backend).await;
+    let (server, channel) = with_grpc(&db).await;
+    let mut client = TasksClient::new(channel);
+    let owner = &server.account;
+    let cy = Account::register(server.addr, "Cy").await.expect("cy");
+    owner.add_member(&cy, "member").await.expect("join");
+    let body = json!({ "workspaceId": owner.workspace_id, "name": "Runs" });
+    let project = rest(owner, Method::POST, "/api/v1/projects", body).await;
+    let project = project["id"].as_str().expect("id").to_owned();
+    // Off here: the runs come from the caller (as from a Temporal schedule).
+    let rule = json!({
+        "cron": "0 9 * * MON", "enabled": false,
+        "template": { "title": "Report {date}", "assignees": ["me"] }
+    });
+    let rule = rest(
+        &cy,
+        Method::POST,
+        &format!("/api/v1/projects/{project}/recurrences"),
+        rule,
+    )
+    .await;
+    let rule = rule["id"].as_str().expect("id").to_owned();
+    let run = |recurrence: &str| CreateTaskRequest {
+        recurrence_id: recurrence.to_owned(),
+        scheduled_at_ms: 1_796_634_000_000, // Monday 2026-12-07 09:00 UTC
+    };
+
+    let first = client
+        .create_task(call(run(&rule), Some(INTERNAL_TOKEN)))
+        .await
+        .expect("made")
+        .into_inner();
+    assert!(first.created);
+    assert_eq!(first.project_id, project);
+    let again = client
+        .create_task(call(run(&rule), Some(INTERNAL_TOKEN)))
+        .await
+        .expect("again")
+        .into_inner();
+    assert_eq!(
+        (again.task_id.as_str(), again.created),
+        (first.task_id.as_str(), false)
+    );
+    let task = rest(
+        &cy,
+        Method::GET,
+        &format!("/api/v1/tasks/{}", first.task_id),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(task["title"], "Report 2026-12-07");
+    assert_eq!(task["assignees"], json!([cy.user_id]));
+    let kept = rest(
+        &cy,
+        Method::GET,
+        &format!("/api/v1/projects/{project}/recurrences/{rule}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(kept["lastRunAt"], "2026-12-07T09:00:00Z");
+
+    // Refused: without the token, an unknown rule, and a rule whose author left (turned off).
+    let refused = client
+        .create_task(call(run(&rule), None))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let unknown = client
+        .create_task(call(run("no-such-rule"), Some(INTERNAL_TOKEN)))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    owner.remove_member(&cy).await.expect("removed");
+    let gone = client
+        .create_task(call(run(&rule), Some(INTERNAL_TOKEN)))
+        .await
+        .expect_err("gone");
+    assert_eq!(gone.code(), Code::FailedPrecondition, "{gone:?}");
+    let path = format!("/api/v1/projects/{project}/recurrences/{rule}");
+    let off = rest(owner, Method::GET, &path, Value::Null).await;
+    assert_eq!(
+        off["disabledReason"],
+        "its author may no longer add tasks to this project"
+    );
     server.stop().await;
 }

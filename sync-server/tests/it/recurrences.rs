@@ -245,10 +245,8 @@ async fn each_tick_makes_one_task_and_none_twice(backend: Backend) {
     let again = taskflow_sync_server::recurrences::make_task(&server.shared, &row, expected[0])
         .await
         .expect("made again");
-    assert_eq!(
-        again,
-        taskflow_sync_server::recurrences::task_id(&row.id, expected[0])
-    );
+    let id = taskflow_sync_server::recurrences::task_id(&row.id, expected[0]);
+    assert_eq!(again, (id, false), "found, not made");
     assert_eq!(runs(ann, &project).await.len(), expected.len());
 
     let page = rest(
