@@ -65,3 +65,8 @@ CREATE INDEX emails_due ON emails (next_attempt_at) WHERE state = 'pending';
 -- whoever invited).
 ALTER TABLE invitations ADD COLUMN mail_token_hash TEXT;
 CREATE UNIQUE INDEX invitations_by_mail_token ON invitations (mail_token_hash);
+
+-- On a server that already has events, notifications start from now: old events are not news.
+INSERT INTO consumer_offsets (consumer, published_seq)
+SELECT 'notifications', COALESCE(MAX(published_seq), 0) FROM outbox WHERE TRUE
+ON CONFLICT (consumer) DO NOTHING;

@@ -31,3 +31,9 @@ CREATE TABLE deadlines (
 );
 CREATE INDEX deadlines_next ON deadlines (next_at) WHERE next_at IS NOT NULL;
 CREATE INDEX deadlines_by_workspace ON deadlines (workspace_id);
+
+-- On a server that already has events, deadlines are kept from now on (a task's next event
+-- records it), rather than escalating every old overdue task at once.
+INSERT INTO consumer_offsets (consumer, published_seq)
+SELECT 'deadlines', COALESCE(MAX(published_seq), 0) FROM outbox WHERE TRUE
+ON CONFLICT (consumer) DO NOTHING;

@@ -180,6 +180,16 @@ impl Tasks for TasksService {
             .await
             .map_err(store_failed)?
             .ok_or_else(|| Status::not_found(format!("no recurrence {recurrence_id}")))?;
+        if !rule.enabled {
+            return Err(Status::failed_precondition("the recurrence is turned off"));
+        }
+        let schedule = crate::recurrences::Schedule::parse(&rule.cron, &rule.timezone)
+            .map_err(Status::failed_precondition)?;
+        if !schedule.is_run(scheduled_at_ms) {
+            return Err(Status::invalid_argument(
+                "scheduled_at_ms is not a run of the recurrence's schedule",
+            ));
+        }
         match crate::recurrences::make_task(&self.shared, &rule, scheduled_at_ms).await {
             Ok((task, created)) => {
                 store

@@ -70,6 +70,19 @@ pub(crate) struct SettingsBody {
     reminder_offset_seconds: Option<u64>,
 }
 
+/// What happens next, for people: a decision due now shows as now.
+fn next_json(next: Next, now: i64) -> Option<NextJson> {
+    let (action, at) = match next {
+        Next::Now(action) => (action, now),
+        Next::At(at, action) => (action, at),
+        Next::Nothing => return None,
+    };
+    Some(NextJson {
+        action: action.as_str().to_owned(),
+        at: rfc3339(at),
+    })
+}
+
 async fn sla(
     State(shared): State<Arc<Shared>>,
     Authenticated(user): Authenticated,
@@ -91,43 +104,48 @@ async fn sla(
                 at.filter(|_| for_due.is_some() && for_due == row.due_at)
                     .map(rfc3339)
             };
-            let next = match logic::next(&deadline, &done, now) {
-                Next::Now(action) => Some((action, now)),
-                Next::At(at, action) => Some((action, at)),
-                Next::Nothing => None,
-            };
+            let next = next_json(logic::next(&deadline, &done, now), now);
             SlaJson {
                 due: row.due_at.map(rfc3339),
                 finished: row.finished,
                 remind_before_seconds: seconds(row.remind_before_ms),
                 reminded_at: current(row.reminded_for, row.reminded_at),
                 escalated_at: current(row.escalated_for, row.escalated_at),
-                next: next.map(|(action, at)| NextJson {
-                    action: action.as_str().to_owned(),
-                    at: rfc3339(at),
-                }),
+                next,
                 task_id: row.task_id,
                 project_id: row.project_id,
             }
         }
-        // No due date yet (the scheduler records tasks from their first due date on).
-        None => SlaJson {
-            due: task.due_at.map(rfc3339),
-            finished: task.archived || task.column_id == super::DONE_COLUMN,
-            remind_before_seconds: seconds(
-                shared
-                    .identity
-                    .store()
-                    .remind_before(&workspace_of(&shared, &task.project_id).await?)
-                    .await?
-                    .unwrap_or(default),
-            ),
-            reminded_at: None,
-            escalated_at: None,
-            next: None,
-            task_id: task.id,
-            project_id: task.project_id,
-        },
+        // Not recorded yet (its events are on their way, or it predates the scheduler): what
+        // the task itself says.
+        None => {
+            let workspace = workspace_of(&shared, &task.project_id).await?;
+            let remind_before = shared
+                .identity
+                .store()
+                .remind_before(&workspace)
+                .await?
+                .unwrap_or(default);
+            let deadline = logic::Deadline {
+                due: task.due_at,
+                finished: task.archived || task.column_id == super::DONE_COLUMN,
+                remind_before,
+            };
+            let next = next_json(
+                logic::next(&deadline, &logic::Progress::default(), now),
+                now,
+            );
+            SlaJson {
+                due: task.due_at.map(rfc3339),
+                finished: deadline.finished,
+                remind_before_seconds: seconds(remind_before),
+                reminded_at: None,
+                escalated_at: None,
+                next,
+                task_id: task.id,
+                project_id: task.project_id,
+            }
+        }
     };
     Ok(Json(answer))
 }

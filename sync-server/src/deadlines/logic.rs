@@ -65,7 +65,8 @@ pub fn next(deadline: &Deadline, done: &Progress, now: Millis) -> Next {
     if now >= due {
         return Next::Now(Action::Escalate);
     }
-    if done.reminded_for == Some(due) {
+    // No reminder with no lead time (it would coincide with the escalation).
+    if done.reminded_for == Some(due) || deadline.remind_before <= 0 {
         return Next::At(due, Action::Escalate);
     }
     let remind_at = due.saturating_sub(deadline.remind_before);
@@ -193,6 +194,15 @@ mod tests {
             next(&later, &escalated, 3 * DAY),
             Next::At(4 * DAY, Action::Remind)
         );
+    }
+
+    #[test]
+    fn no_lead_time_means_no_reminder() {
+        let deadline = Deadline {
+            remind_before: 0,
+            ..due_at(DAY)
+        };
+        assert_eq!(run(&deadline, 0), [(DAY, Action::Escalate)]);
     }
 
     #[test]

@@ -203,10 +203,12 @@ pub async fn run(
     let default = config.remind_before_ms();
     loop {
         let now = now_ms();
+        let mut failed = false;
         let due = match store.due_deadlines(now, BATCH).await {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error = %e, "reading due deadlines failed");
+                failed = true;
                 Vec::new()
             }
         };
@@ -218,18 +220,25 @@ pub async fn run(
             {
                 Ok(Some(advance)) if !advance.events.is_empty() => signals.events_written(),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, %task, "deciding a deadline failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, %task, "deciding a deadline failed");
+                    failed = true;
+                }
             }
         }
-        if due.len() == BATCH {
+        // After a failure, a pause: the rows that failed are still due.
+        let sleep = if failed {
+            Duration::from_secs(1)
+        } else if due.len() == BATCH {
             continue;
-        }
-        let sleep = match store.next_deadline_at().await {
-            Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-            Ok(None) => LONGEST_SLEEP,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the next deadline failed");
-                Duration::from_secs(1)
+        } else {
+            match store.next_deadline_at().await {
+                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
+                Ok(None) => LONGEST_SLEEP,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the next deadline failed");
+                    Duration::from_secs(1)
+                }
             }
         };
         tokio::select! {

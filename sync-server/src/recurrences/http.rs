@@ -1,5 +1,6 @@
 //! `/api/v1/projects/{id}/recurrences[/{rule}]`: a project's recurrence rules. Members read
-//! them; members who may edit the board make, change and delete them.
+//! them; members who may edit the board make, change and delete them. A rule makes its tasks
+//! as its author: whoever changed it last.
 
 use std::sync::Arc;
 
@@ -18,6 +19,9 @@ use crate::now_ms;
 use crate::server::Shared;
 use crate::store::{ProjectRow, RecurrenceRow};
 use crate::tasks::{json, member_project, writable};
+
+/// Rules one project may have.
+const MAX_RULES: i64 = 100;
 
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -124,7 +128,8 @@ async fn rule_of(shared: &Shared, project: &str, rule: &str) -> Result<Recurrenc
         .ok_or_else(|| not_found("recurrence"))
 }
 
-/// The template as kept: checked like a task, assignees as member ids.
+/// The template as kept: checked like a task (its column on the board), assignees as member
+/// ids.
 async fn checked(
     shared: &Shared,
     project: &ProjectRow,
@@ -144,6 +149,19 @@ async fn checked(
         json::description(description)?;
     }
     let labels = json::labels(&template.labels)?;
+    if let Some(column) = &template.column {
+        let columns = shared
+            .identity
+            .store()
+            .board_columns(&project.document_id)
+            .await?;
+        if !columns.iter().any(|c| &c.id == column) {
+            return Err(invalid(&format!(
+                "the board has no column `{}`",
+                column.chars().take(60).collect::<String>()
+            )));
+        }
+    }
     let assignees =
         crate::tasks::assignees(shared, &project.workspace_id, &template.assignees, user).await?;
     Ok(TaskTemplate {
@@ -169,6 +187,15 @@ async fn create(
     let schedule = schedule(&request.cron, &timezone)?;
     let template = checked(&shared, &project, request.template, &user).await?;
     let now = now_ms();
+    let next_at = schedule
+        .next_after(now)
+        .ok_or_else(|| invalid("this schedule never runs (e.g. February 30th)"))?;
+    let store = shared.identity.store();
+    if store.recurrence_count(&project.id).await? >= MAX_RULES {
+        return Err(invalid(&format!(
+            "a project has at most {MAX_RULES} recurrence rules"
+        )));
+    }
     let enabled = request.enabled.unwrap_or(true);
     let rule = RecurrenceRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -184,10 +211,10 @@ async fn create(
         disabled_reason: None,
         created_by: user.user_id.clone(),
         created_at: now,
-        next_at: schedule.next_after(now),
+        next_at: Some(next_at),
         last_run_at: None,
     };
-    shared.identity.store().save_recurrence(&rule).await?;
+    store.create_recurrence(&rule).await?;
     shared.recurrences_wake.notify_one();
     Ok((StatusCode::CREATED, Json(recurrence_json(rule))))
 }
@@ -231,25 +258,33 @@ async fn change(
     if let Some(timezone) = request.timezone {
         rule.timezone = timezone;
     }
-    let schedule = schedule(&rule.cron, &rule.timezone)?;
+    let next_at = schedule(&rule.cron, &rule.timezone)?
+        .next_after(now_ms())
+        .ok_or_else(|| invalid("this schedule never runs (e.g. February 30th)"))?;
     if let Some(template) = request.template {
         let template = checked(&shared, &project, template, &user).await?;
         rule.template = serde_json::to_string(&template).expect("plain JSON");
     }
+    // A new schedule, or one turned back on, starts from now (runs missed while off are not
+    // made).
     let turned_on = request.enabled == Some(true) && !rule.enabled;
-    if let Some(enabled) = request.enabled {
-        rule.enabled = enabled;
-        if enabled {
-            rule.disabled_reason = None;
-        }
-    }
-    // A new schedule, or one back on, starts from now (runs missed while off are not made).
-    if rescheduled || turned_on {
-        rule.next_at = schedule.next_after(now_ms());
-    }
-    shared.identity.store().save_recurrence(&rule).await?;
+    shared
+        .identity
+        .store()
+        .change_recurrence(
+            &rule.id,
+            &rule.cron,
+            &rule.timezone,
+            &rule.template,
+            &user.user_id,
+            request.enabled,
+            (rescheduled || turned_on).then_some(Some(next_at)),
+        )
+        .await?;
     shared.recurrences_wake.notify_one();
-    Ok(Json(recurrence_json(rule)))
+    Ok(Json(recurrence_json(
+        rule_of(&shared, &project.id, &rule.id).await?,
+    )))
 }
 
 async fn remove(

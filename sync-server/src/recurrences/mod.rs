@@ -6,8 +6,9 @@
 //!   scheduled time, so making it again (a retry, a crash before the run was recorded) finds
 //!   the task already there instead of making a second.
 //! - [`run`]: the embedded scheduler: the rule's next run time is its durable timer in the
-//!   database. A run missed while no server ran is made once when one is back (the first
-//!   missed); later missed ones are skipped, so a long outage does not flood the board.
+//!   database. Runs missed while no server ran are made once when one is back, as the latest
+//!   of them (its date and due date are current); the others are skipped, so a long outage
+//!   does not flood the board.
 //! - [`http`]: the REST routes, `/api/v1/projects/{id}/recurrences`.
 
 pub mod http;
@@ -85,6 +86,26 @@ impl Schedule {
             .find(|at| *at > after)
     }
 
+    /// Whether a run is scheduled at `at` exactly.
+    pub fn is_run(&self, at: i64) -> bool {
+        at % 1000 == 0
+            && Timestamp::from_millisecond(at)
+                .is_ok_and(|t| self.cron.includes(t.to_zoned(self.zone.clone())))
+    }
+
+    /// The latest run from `first` (a run) up to `now`: after an outage, the one to make.
+    pub fn latest_run(&self, first: i64, now: i64) -> i64 {
+        let mut latest = first;
+        // Bounded: an every-second rule after a long outage need not walk every second.
+        for _ in 0..100_000 {
+            match self.next_after(latest) {
+                Some(next) if next <= now => latest = next,
+                _ => break,
+            }
+        }
+        latest
+    }
+
     /// The local date of `at` (YYYY-MM-DD), for `{date}` in titles.
     pub fn date(&self, at: i64) -> String {
         Timestamp::from_millisecond(at)
@@ -158,7 +179,8 @@ pub async fn make_task(
     let store = shared.identity.store();
     let project = match store.project(&rule.project_id).await.map_err(retry)? {
         Some(p) if p.archived_at.is_none() => p,
-        _ => return Err(RunError::Disable("its project is archived".into())),
+        Some(_) => return Err(RunError::Disable("its project is archived".into())),
+        None => return Err(RunError::Disable("its project is gone".into())),
     };
     let role = store
         .membership(&project.workspace_id, &rule.created_by)
@@ -190,7 +212,7 @@ pub async fn make_task(
         priority: template.priority.map_or(Priority::None, Into::into),
         due: template
             .due_in_minutes
-            .map(|minutes| scheduled + i64::from(minutes) * 60_000),
+            .and_then(|minutes| scheduled.checked_add(i64::from(minutes) * 60_000)),
         created_by: rule.created_by.clone(),
     };
     let document = crate::tasks::document_of(&project)
@@ -235,15 +257,20 @@ pub async fn run(shared: Arc<Shared>, wake: Arc<Notify>, stop: CancellationToken
             let Some(scheduled) = rule.next_at else {
                 continue;
             };
-            let outcome = match make_task(&shared, rule, scheduled).await {
+            let schedule = Schedule::parse(&rule.cron, &rule.timezone).ok();
+            let run = schedule
+                .as_ref()
+                .map_or(scheduled, |s| s.latest_run(scheduled, now_ms()));
+            let outcome = match make_task(&shared, rule, run).await {
                 Ok(_) => {
-                    let next = Schedule::parse(&rule.cron, &rule.timezone)
-                        .ok()
-                        .and_then(|s| s.next_after(scheduled.max(now_ms() - 1)));
-                    store
-                        .ran_recurrence(&rule.id, scheduled, next)
-                        .await
-                        .map(drop)
+                    let next = schedule.and_then(|s| s.next_after(run));
+                    match store.ran_recurrence(&rule.id, scheduled, run, next).await {
+                        Ok(false) => {
+                            tracing::info!(rule = %rule.id, "a recurrence changed while its run was made");
+                            Ok(())
+                        }
+                        other => other.map(drop),
+                    }
                 }
                 Err(RunError::Disable(reason)) => {
                     tracing::info!(rule = %rule.id, %reason, "a recurrence is turned off");
@@ -315,6 +342,36 @@ mod tests {
             let error = Schedule::parse(cron, zone).unwrap_err();
             assert!(error.contains(why), "{cron} in {zone}: {error}");
         }
+    }
+
+    #[test]
+    fn after_an_outage_the_latest_missed_run_is_made() {
+        let hourly = Schedule::parse("0 * * * *", "UTC").unwrap();
+        let first = at("2026-12-07T01:00:00Z");
+        assert_eq!(
+            hourly.latest_run(first, at("2026-12-07T05:30:00Z")),
+            at("2026-12-07T05:00:00Z")
+        );
+        assert_eq!(hourly.latest_run(first, first), first);
+        assert!(hourly.is_run(first));
+        assert!(!hourly.is_run(first + 1_000));
+        assert!(!hourly.is_run(first + 1));
+    }
+
+    #[test]
+    fn daylight_saving_changes_keep_local_times() {
+        // Paris springs forward on 2026-03-29 (02:00 -> 03:00): 09:00 stays 09:00 local.
+        let nine = Schedule::parse("0 9 * * *", "Europe/Paris").unwrap();
+        assert_eq!(
+            nine.next_after(at("2026-03-28T09:00:00Z")),
+            Some(at("2026-03-29T07:00:00Z"))
+        );
+        // New York falls back on 2026-11-01: 09:00 local is 14:00 UTC after it.
+        let ny = Schedule::parse("0 9 * * *", "America/New_York").unwrap();
+        assert_eq!(
+            ny.next_after(at("2026-10-31T14:00:00Z")),
+            Some(at("2026-11-01T14:00:00Z"))
+        );
     }
 
     #[test]

@@ -43,14 +43,11 @@ macro_rules! recurrence_row {
 }
 
 impl Store {
-    /// Creates a rule, or (same id) rewrites its settings, keeping its run history.
-    pub async fn save_recurrence(&self, r: &RecurrenceRow) -> Result<(), StoreError> {
+    pub async fn create_recurrence(&self, r: &RecurrenceRow) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
             sqlx::query(&sql(&format!(
                 "INSERT INTO recurrences ({COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (id) DO UPDATE SET cron = $3, timezone = $4, template = $5,
-                     enabled = $6, disabled_reason = $7, next_at = $10"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             )))
             .bind(&r.id)
             .bind(&r.project_id)
@@ -66,6 +63,56 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(())
+        })
+    }
+
+    /// Rewrites a rule's settings, now acting for `author`. `enabled`, when given, turns it on
+    /// (clearing why it was turned off) or off; `next_at`, when given, is its new timer (a new
+    /// schedule). What the scheduler wrote meanwhile (its timer, its last run, turning the
+    /// rule off) is kept otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_recurrence(
+        &self,
+        id: &str,
+        cron: &str,
+        timezone: &str,
+        template: &str,
+        author: &str,
+        enabled: Option<bool>,
+        next_at: Option<Option<i64>>,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |pool, sql| {
+            sqlx::query(&sql(
+                "UPDATE recurrences SET cron = $2, timezone = $3, template = $4, created_by = $5,
+                   enabled = COALESCE($6, enabled),
+                   disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
+                   next_at = CASE WHEN $7 THEN $8 ELSE next_at END
+                 WHERE id = $1",
+            ))
+            .bind(id)
+            .bind(cron)
+            .bind(timezone)
+            .bind(template)
+            .bind(author)
+            .bind(enabled)
+            .bind(next_at.is_some())
+            .bind(next_at.flatten())
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// How many rules a project has.
+    pub async fn recurrence_count(&self, project: &str) -> Result<i64, StoreError> {
+        with_pool!(self, |pool, sql| {
+            let n: i64 = sqlx::query_scalar(&sql(
+                "SELECT COUNT(*) FROM recurrences WHERE project_id = $1",
+            ))
+            .bind(project)
+            .fetch_one(pool)
+            .await?;
+            Ok(n)
         })
     }
 
@@ -136,18 +183,20 @@ impl Store {
         })
     }
 
-    /// Records that the run scheduled at `ran` made its task, and sets the next one; only if
-    /// the rule still expected that run (`false` otherwise: changed or done meanwhile).
+    /// Records that the run at `ran` made its task, and sets the next one; only if the rule's
+    /// timer still said `expected` (`false` otherwise: changed or done meanwhile).
     pub async fn ran_recurrence(
         &self,
         id: &str,
+        expected: i64,
         ran: i64,
         next_at: Option<i64>,
     ) -> Result<bool, StoreError> {
         with_pool!(self, |pool, sql| {
-            let n = sqlx::query(&sql("UPDATE recurrences SET last_run_at = $2, next_at = $3
+            let n = sqlx::query(&sql("UPDATE recurrences SET last_run_at = $3, next_at = $4
                  WHERE id = $1 AND next_at = $2"))
             .bind(id)
+            .bind(expected)
             .bind(ran)
             .bind(next_at)
             .execute(pool)

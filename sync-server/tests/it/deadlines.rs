@@ -99,19 +99,19 @@ async fn a_reminder_then_an_escalation_for_an_overdue_task(backend: Backend) {
     let (server, people) = team(db.config(), &["Bob", "Cy"]).await;
     let (ann, bob, cy) = (&server.account, &people[0], &people[1]);
     ann.set_role(cy, "admin").await.expect("admin");
-    remind_before(ann, 2).await;
-    let due = in_seconds(4.0);
+    remind_before(ann, 3).await;
+    let due = in_seconds(8.0);
     let task = task_due(ann, bob, &due).await;
 
     let pending = sla_until(bob, &task, next_is("remind")).await;
-    assert_eq!(pending["remindBeforeSeconds"], 2);
+    assert_eq!(pending["remindBeforeSeconds"], 3);
     let remind_at: jiff::Timestamp = pending["next"]["at"]
         .as_str()
         .expect("at")
         .parse()
         .expect("time");
     let due_at: jiff::Timestamp = due.parse().expect("due");
-    assert_eq!(due_at.duration_since(remind_at).as_secs(), 2);
+    assert_eq!(due_at.duration_since(remind_at).as_secs(), 3);
 
     // The assignee is reminded, then told it is overdue; so are the admins and owners.
     assert_eq!(
@@ -151,8 +151,8 @@ async fn no_escalation_for_a_task_done_in_time(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (server, people) = team(db.config(), &["Bob"]).await;
     let (ann, bob) = (&server.account, &people[0]);
-    remind_before(ann, 2).await;
-    let due = in_seconds(4.0);
+    remind_before(ann, 4).await;
+    let due = in_seconds(8.0);
     let task = task_due(ann, bob, &due).await;
     assert_eq!(kinds_once(bob, 3).await[2..], ["task.due_soon"]);
 
@@ -177,13 +177,13 @@ async fn moving_the_due_date_reschedules_both(backend: Backend) {
     let db = TestDb::new(backend).await;
     let (server, people) = team(db.config(), &["Bob"]).await;
     let (ann, bob) = (&server.account, &people[0]);
-    remind_before(ann, 2).await;
+    remind_before(ann, 3).await;
     let far = in_seconds(60.0);
     let task = task_due(ann, bob, &far).await;
     sla_until(bob, &task, next_is("remind")).await;
 
-    // Earlier: reminded two seconds before the new date, escalation at it.
-    let soon = in_seconds(3.0);
+    // Earlier: reminded three seconds before the new date, escalation at it.
+    let soon = in_seconds(7.0);
     patch(ann, &task, json!({ "due": soon })).await;
     assert_eq!(kinds_once(bob, 3).await[2..], ["task.due_soon"]);
     let pending = sla_until(bob, &task, next_is("escalate")).await;
@@ -220,7 +220,7 @@ async fn a_server_killed_before_the_reminder_still_reminds_once(backend: Backend
         .expect("register");
     ann.add_member(&bob, "member").await.expect("join");
     remind_before(&ann, 3).await;
-    let due = in_seconds(6.0);
+    let due = in_seconds(10.0);
     let task = task_due(&ann, &bob, &due).await;
     sla_until(&bob, &task, next_is("remind")).await;
 

@@ -149,9 +149,9 @@ async fn create_task_makes_a_recurrence_run_once(backend: Backend) {
     let body = json!({ "workspaceId": owner.workspace_id, "name": "Runs" });
     let project = rest(owner, Method::POST, "/api/v1/projects", body).await;
     let project = project["id"].as_str().expect("id").to_owned();
-    // Off here: the runs come from the caller (as from a Temporal schedule).
+    // Mondays at 09:00 UTC: the runs come from the caller (as from a Temporal schedule).
     let rule = json!({
-        "cron": "0 9 * * MON", "enabled": false,
+        "cron": "0 9 * * MON",
         "template": { "title": "Report {date}", "assignees": ["me"] }
     });
     let rule = rest(
@@ -201,7 +201,8 @@ async fn create_task_makes_a_recurrence_run_once(backend: Backend) {
     .await;
     assert_eq!(kept["lastRunAt"], "2026-12-07T09:00:00Z");
 
-    // Refused: without the token, an unknown rule, and a rule whose author left (turned off).
+    // Refused: without the token, an unknown rule, a time that is no run, a rule turned off,
+    // and a rule whose author left (which turns it off).
     let refused = client
         .create_task(call(run(&rule), None))
         .await
@@ -212,13 +213,27 @@ async fn create_task_makes_a_recurrence_run_once(backend: Backend) {
         .await
         .expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
+    let mut tuesday = run(&rule);
+    tuesday.scheduled_at_ms += 24 * 3_600_000;
+    let not_a_run = client
+        .create_task(call(tuesday, Some(INTERNAL_TOKEN)))
+        .await
+        .expect_err("not a run");
+    assert_eq!(not_a_run.code(), Code::InvalidArgument);
+    let path = format!("/api/v1/projects/{project}/recurrences/{rule}");
+    rest(&cy, Method::PATCH, &path, json!({ "enabled": false })).await;
+    let off = client
+        .create_task(call(run(&rule), Some(INTERNAL_TOKEN)))
+        .await
+        .expect_err("off");
+    assert_eq!(off.code(), Code::FailedPrecondition);
+    rest(&cy, Method::PATCH, &path, json!({ "enabled": true })).await;
     owner.remove_member(&cy).await.expect("removed");
     let gone = client
         .create_task(call(run(&rule), Some(INTERNAL_TOKEN)))
         .await
         .expect_err("gone");
     assert_eq!(gone.code(), Code::FailedPrecondition, "{gone:?}");
-    let path = format!("/api/v1/projects/{project}/recurrences/{rule}");
     let off = rest(owner, Method::GET, &path, Value::Null).await;
     assert_eq!(
         off["disabledReason"],
