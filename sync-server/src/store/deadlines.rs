@@ -36,10 +36,13 @@ pub struct Advance {
     pub next_action: Option<&'static str>,
 }
 
-const SELECT: &str = "SELECT d.project_id, d.task_id, d.workspace_id, d.due_at, d.finished, \
+/// A task of an archived project counts as finished: nobody is reminded of a shelved board.
+const SELECT: &str = "SELECT d.project_id, d.task_id, d.workspace_id, d.due_at, \
+     d.finished OR p.archived_at IS NOT NULL, \
      d.task, d.reminded_for, d.reminded_at, d.escalated_for, d.escalated_at, d.next_at, \
      d.next_action, COALESCE(s.remind_before_ms, $1) \
-     FROM deadlines d LEFT JOIN workspace_settings s ON s.workspace_id = d.workspace_id";
+     FROM deadlines d LEFT JOIN workspace_settings s ON s.workspace_id = d.workspace_id \
+     LEFT JOIN projects p ON p.id = d.project_id";
 
 macro_rules! deadline_row {
     ($r:expr) => {

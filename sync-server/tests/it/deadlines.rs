@@ -170,6 +170,30 @@ async fn no_escalation_for_a_task_done_in_time(backend: Backend) {
         .await
         .expect("events");
     assert!(!events.iter().any(|e| e.event.kind == "task.overdue"));
+
+    // A task of a project archived before its reminder: nothing at all.
+    let due = in_seconds(8.0);
+    let shelved = task_due(ann, bob, &due).await;
+    let pending = sla_until(bob, &shelved, next_is("remind")).await;
+    let project = pending["projectId"].as_str().expect("project").to_owned();
+    let archive = format!("/api/v1/projects/{project}/archive");
+    rest(ann, Method::POST, &archive, json!({})).await;
+    past(&due, 1.5).await;
+    let events = server
+        .store
+        .published_events(0, 10_000)
+        .await
+        .expect("events");
+    let about_it: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event.key == shelved)
+        .map(|e| e.event.kind.as_str())
+        .collect();
+    assert_eq!(
+        about_it,
+        ["task.created", "task.assigned"],
+        "nothing for a shelved board"
+    );
     server.stop().await;
 }
 
