@@ -66,8 +66,10 @@ pub(crate) struct SettingsJson {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(crate) struct SettingsBody {
-    /// 0 to 2,592,000 (30 days).
-    reminder_offset_seconds: Option<u64>,
+    /// 0 (no reminder) to 2,592,000 (30 days); `null` goes back to the server's default.
+    #[serde(default, deserialize_with = "crate::tasks::json::present")]
+    #[schemars(with = "Option<u64>")]
+    reminder_offset_seconds: Option<Option<u64>>,
 }
 
 /// What happens next, for people: a decision due now shows as now.
@@ -196,10 +198,10 @@ async fn change_settings(
     manager(&shared, &workspace, &user.user_id).await?;
     let request = body(request)?;
     if let Some(seconds) = request.reminder_offset_seconds {
-        if seconds > MAX_REMIND_BEFORE_SECONDS {
+        if seconds.is_some_and(|s| s > MAX_REMIND_BEFORE_SECONDS) {
             return Err(invalid("reminderOffsetSeconds is 0 to 2592000 (30 days)"));
         }
-        let ms = i64::try_from(seconds * 1000).unwrap_or(i64::MAX);
+        let ms = seconds.map(|s| i64::try_from(s * 1000).unwrap_or(i64::MAX));
         shared
             .identity
             .store()

@@ -233,23 +233,27 @@ impl Store {
         })
     }
 
-    /// Sets a workspace's reminder offset, and has every pending deadline of it decided again.
+    /// Sets a workspace's reminder offset (`None`: back to the server's default), and has every
+    /// pending deadline of it decided again.
     pub async fn set_remind_before(
         &self,
         workspace: &str,
-        remind_before_ms: i64,
+        remind_before_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let statement = if remind_before_ms.is_some() {
+            "INSERT INTO workspace_settings (workspace_id, remind_before_ms) VALUES ($1, $2)
+             ON CONFLICT (workspace_id) DO UPDATE SET remind_before_ms = $2"
+        } else {
+            "DELETE FROM workspace_settings WHERE workspace_id = $1 AND $2 IS NULL"
+        };
         with_pool!(self, |pool, sql| {
             let mut tx = pool.begin_write().await?;
-            sqlx::query(&sql(
-                "INSERT INTO workspace_settings (workspace_id, remind_before_ms) VALUES ($1, $2)
-                 ON CONFLICT (workspace_id) DO UPDATE SET remind_before_ms = $2",
-            ))
-            .bind(workspace)
-            .bind(remind_before_ms)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&sql(statement))
+                .bind(workspace)
+                .bind(remind_before_ms)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(&sql("UPDATE deadlines SET next_at = $2
                  WHERE workspace_id = $1 AND due_at IS NOT NULL AND NOT finished"))
             .bind(workspace)

@@ -88,7 +88,9 @@ pub(crate) struct CreateTaskBody {
 }
 
 /// Absent stays `None`; `null` becomes `Some(None)` (clear the field).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+/// A field that is there, even as `null`, is `Some` (`Some(None)`: cleared); a missing one is
+/// `None` (unchanged).
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)

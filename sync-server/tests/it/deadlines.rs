@@ -127,6 +127,22 @@ async fn a_reminder_then_an_escalation_for_an_overdue_task(backend: Backend) {
         "{done}"
     );
     assert_eq!(done["next"], Value::Null);
+
+    // The workspace's offset goes back to the server's default (24 h); members may read it,
+    // only admins and owners change it.
+    let settings = format!("/api/v1/workspaces/{}/settings", ann.workspace_id);
+    let body = json!({ "reminderOffsetSeconds": null });
+    let reset = rest(ann, Method::PATCH, &settings, body).await;
+    assert_eq!(reset["reminderOffsetSeconds"], 86_400);
+    let read = rest(bob, Method::GET, &settings, Value::Null).await;
+    assert_eq!(read["reminderOffsetSeconds"], 86_400);
+    let refused = bob
+        .request(Method::PATCH, &settings)
+        .json(&json!({ "reminderOffsetSeconds": 60 }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
     let events = server
         .store
         .published_events(0, 10_000)
