@@ -23,6 +23,7 @@
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
 //! - [`openapi`]: the OpenAPI document of the REST routes.
+//! - [`timer`]: the embedded schedulers' wait for their next timer row.
 //! - [`config`]: flags and environment.
 
 pub mod access;
@@ -44,6 +45,7 @@ pub mod recurrences;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod timer;
 pub mod workspaces;
 
 pub use config::Config;

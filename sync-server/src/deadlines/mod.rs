@@ -33,8 +33,6 @@ use logic::{Action, Deadline, Next, Progress};
 
 /// The column whose tasks are done.
 pub const DONE_COLUMN: &str = "done";
-/// The longest wait between looks at the table (decisions due are also woken early).
-const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 /// Deadlines decided per round.
 const BATCH: usize = 100;
 
@@ -226,25 +224,13 @@ pub async fn run(
                 }
             }
         }
-        // After a failure, a pause: the rows that failed are still due.
-        let sleep = if failed {
-            Duration::from_secs(1)
-        } else if due.len() == BATCH {
-            continue;
+        let next = if failed {
+            Ok(None)
         } else {
-            match store.next_deadline_at().await {
-                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-                Ok(None) => LONGEST_SLEEP,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the next deadline failed");
-                    Duration::from_secs(1)
-                }
-            }
+            store.next_deadline_at().await
         };
-        tokio::select! {
-            () = tokio::time::sleep(sleep.min(LONGEST_SLEEP)) => {}
-            () = wake.notified() => {}
-            () = stop.cancelled() => return,
+        if !crate::timer::wait_for_next(next, failed, &wake, &stop).await {
+            return;
         }
     }
 }

@@ -194,13 +194,7 @@ async fn preferences_of(shared: &Shared, user: &str) -> Result<PreferencesJson, 
         .store()
         .notification_preferences(user)
         .await?;
-    let on = |kind: Kind, channel: Channel| {
-        !kind.optional(channel)
-            || chosen
-                .iter()
-                .find(|(k, c, _)| k == kind.as_str() && c == channel.as_str())
-                .map_or(kind.default_on(channel), |(_, _, enabled)| *enabled)
-    };
+    let on = |kind, channel| super::rules::enabled(kind, channel, &chosen);
     Ok(PreferencesJson {
         preferences: Kind::ALL
             .into_iter()

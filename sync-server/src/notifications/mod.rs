@@ -271,14 +271,7 @@ impl Notifier {
     /// Whether `user` gets `kind` in the app and by email (email only when it can be sent).
     async fn channels(&self, user: &str, kind: Kind) -> Result<(bool, bool), StoreError> {
         let chosen = self.store.notification_preferences(user).await?;
-        let on = |channel: Channel| {
-            chosen
-                .iter()
-                .find(|(k, c, _)| k == kind.as_str() && c == channel.as_str())
-                .map_or(kind.default_on(channel), |(_, _, enabled)| {
-                    *enabled || !kind.optional(channel)
-                })
-        };
+        let on = |channel| rules::enabled(kind, channel, &chosen);
         Ok((on(Channel::InApp), self.email && on(Channel::Email)))
     }
 

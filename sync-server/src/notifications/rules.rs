@@ -84,6 +84,16 @@ impl Kind {
     }
 }
 
+/// Whether a user gets `kind` on `channel`, given their choices (kind, channel, enabled): what
+/// they chose, else the kind's default; a channel that cannot be turned off is always on.
+pub fn enabled(kind: Kind, channel: Channel, chosen: &[(String, String, bool)]) -> bool {
+    !kind.optional(channel)
+        || chosen
+            .iter()
+            .find(|(k, c, _)| k == kind.as_str() && c == channel.as_str())
+            .map_or(kind.default_on(channel), |(_, _, on)| *on)
+}
+
 /// Where a notification reaches its user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
@@ -568,6 +578,26 @@ mod tests {
             ["bob", "bob2"],
             "both Bobs"
         );
+    }
+
+    #[test]
+    fn a_choice_overrides_the_default_unless_the_channel_is_mandatory() {
+        let chosen = vec![
+            ("comment.added".to_owned(), "email".to_owned(), true),
+            ("task.assigned".to_owned(), "in_app".to_owned(), false),
+            ("invitation.received".to_owned(), "email".to_owned(), false),
+        ];
+        assert!(enabled(Kind::Commented, Channel::Email, &chosen));
+        assert!(!enabled(Kind::Assigned, Channel::InApp, &chosen));
+        assert!(
+            enabled(Kind::Assigned, Channel::Email, &chosen),
+            "the default"
+        );
+        assert!(
+            !enabled(Kind::StatusChanged, Channel::Email, &[]),
+            "the default"
+        );
+        assert!(enabled(Kind::Invited, Channel::Email, &chosen), "mandatory");
     }
 
     #[test]

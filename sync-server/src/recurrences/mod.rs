@@ -15,7 +15,6 @@ pub mod http;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -32,9 +31,6 @@ use crate::now_ms;
 use crate::server::Shared;
 use crate::store::RecurrenceRow;
 use crate::tasks::json::PriorityJson;
-
-/// The longest wait between looks at the rules (changes wake the scheduler early).
-const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 
 /// A rule's schedule: when its runs are.
 #[derive(Debug, Clone)]
@@ -287,19 +283,13 @@ pub async fn run(shared: Arc<Shared>, wake: Arc<Notify>, stop: CancellationToken
                 failed = true;
             }
         }
-        let sleep = if failed {
-            Duration::from_secs(1)
+        let next = if failed {
+            Ok(None)
         } else {
-            match store.next_recurrence_at().await {
-                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)),
-                Ok(None) => LONGEST_SLEEP,
-                Err(_) => Duration::from_secs(1),
-            }
+            store.next_recurrence_at().await
         };
-        tokio::select! {
-            () = tokio::time::sleep(sleep.min(LONGEST_SLEEP)) => {}
-            () = wake.notified() => {}
-            () = stop.cancelled() => return,
+        if !crate::timer::wait_for_next(next, failed, &wake, &stop).await {
+            return;
         }
     }
 }
