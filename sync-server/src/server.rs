@@ -58,6 +58,8 @@ pub struct Shared {
     pub deadlines_wake: Arc<tokio::sync::Notify>,
     /// Wakes the embedded recurrence scheduler when rules change.
     pub recurrences_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the outbox relay when something wrote events.
+    pub signals: Signals,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -116,6 +118,10 @@ pub struct Server {
     mail: Option<MailConfig>,
     /// The internal gRPC address, bound, with the token its callers present.
     grpc: Option<(TcpListener, crate::config::Secret)>,
+    /// Deadlines and recurrences on Temporal, when configured (the embedded schedulers
+    /// otherwise).
+    #[cfg(feature = "temporal")]
+    temporal: Option<crate::temporal::TemporalSetup>,
 }
 
 impl Server {
@@ -209,12 +215,19 @@ impl Server {
             },
             deadlines_wake: deadlines_wake.clone(),
             recurrences_wake: Arc::new(tokio::sync::Notify::new()),
+            signals: signals.clone(),
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         });
-        let grpc = match (config.grpc_listen, &config.internal_token) {
+        if config.temporal_address.is_some() && !cfg!(feature = "temporal") {
+            anyhow::bail!(
+                "TEMPORAL_ADDRESS is set but this server was built without Temporal (cargo feature `temporal`)"
+            );
+        }
+        #[allow(unused_mut)]
+        let mut grpc = match (config.grpc_listen, &config.internal_token) {
             (Some(addr), Some(token)) => {
                 let listener = TcpListener::bind(addr)
                     .await
@@ -223,6 +236,11 @@ impl Server {
             }
             (Some(_), None) => anyhow::bail!("--grpc-listen needs --internal-token"),
             (None, _) => None,
+        };
+        #[cfg(feature = "temporal")]
+        let temporal = match &config.temporal_address {
+            Some(address) => Some(temporal_setup(config, address, &mut grpc).await?),
+            None => None,
         };
         let webhooks_queued = Arc::new(tokio::sync::Notify::new());
         let webhooks = WebhookConsumer::new(store.clone(), webhooks_queued.clone());
@@ -240,6 +258,8 @@ impl Server {
             webhooks_queued,
             mail,
             grpc,
+            #[cfg(feature = "temporal")]
+            temporal,
         })
     }
 
@@ -305,18 +325,7 @@ impl Server {
             self.webhooks_queued.clone(),
             stop.clone(),
         )));
-        tasks.push(tokio::spawn(crate::deadlines::run(
-            store.clone(),
-            self.shared.deadlines,
-            self.shared.deadlines_wake.clone(),
-            self.signals.clone(),
-            stop.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::recurrences::run(
-            self.shared.clone(),
-            self.shared.recurrences_wake.clone(),
-            stop.clone(),
-        )));
+        tasks.push(self.start_schedulers(stop));
         if let Some(mail) = &self.mail {
             tasks.push(tokio::spawn(crate::notifications::mailer::run(
                 store.clone(),
@@ -326,6 +335,38 @@ impl Server {
             )));
         }
         Ok(tasks)
+    }
+
+    /// Deadlines and recurrences: on Temporal when configured, otherwise the embedded
+    /// schedulers.
+    fn start_schedulers(&self, stop: &CancellationToken) -> JoinHandle<()> {
+        let shared = &self.shared;
+        #[cfg(feature = "temporal")]
+        if let Some(setup) = &self.temporal {
+            return tokio::spawn(crate::temporal::run(
+                self.store.clone(),
+                setup.clone(),
+                shared.deadlines.remind_before_ms(),
+                shared.deadlines_wake.clone(),
+                shared.recurrences_wake.clone(),
+                stop.clone(),
+            ));
+        }
+        let deadlines = crate::deadlines::run(
+            self.store.clone(),
+            shared.deadlines,
+            shared.deadlines_wake.clone(),
+            self.signals.clone(),
+            stop.clone(),
+        );
+        let recurrences = crate::recurrences::run(
+            shared.clone(),
+            shared.recurrences_wake.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::join!(deadlines, recurrences);
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -407,6 +448,47 @@ impl Server {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// How this server uses Temporal at `address`. An in-process worker calls this server's
+/// internal gRPC, which is opened on a loopback port with a token of its own when the
+/// deployment configured none.
+#[cfg(feature = "temporal")]
+async fn temporal_setup(
+    config: &Config,
+    address: &str,
+    grpc: &mut Option<(TcpListener, crate::config::Secret)>,
+) -> anyhow::Result<crate::temporal::TemporalSetup> {
+    let worker = if config.temporal_worker {
+        if grpc.is_none() {
+            let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            *grpc = Some((listener, crate::config::Secret(token)));
+        }
+        let (listener, token) = grpc.as_ref().context("the internal gRPC address")?;
+        let mut addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Some(taskflow_workflows::ServerAddress {
+            url: format!("http://{addr}"),
+            token: token.0.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(crate::temporal::TemporalSetup {
+        config: taskflow_workflows::TemporalConfig {
+            address: address.to_owned(),
+            namespace: config.temporal_namespace.clone(),
+            task_queue: config.temporal_task_queue.clone(),
+        },
+        worker,
+    })
 }
 
 /// Rebuilds the projection of every board on the backlog (boards stored before the projection

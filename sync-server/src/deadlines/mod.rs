@@ -14,7 +14,8 @@
 //!   reminder offset.
 
 pub mod http;
-pub mod logic;
+/// The decisions, shared with the Temporal workflow.
+pub use taskflow_proto::deadlines as logic;
 
 use std::sync::Arc;
 use std::time::Duration;

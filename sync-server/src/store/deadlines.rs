@@ -220,6 +220,32 @@ impl Store {
         })
     }
 
+    /// Clears the mark of a deadline whose facts were handed to its Temporal workflow, unless
+    /// newer facts came meanwhile (another event, or a new reminder offset for the workspace).
+    pub async fn deadline_handed_over(
+        &self,
+        handed: &DeadlineRow,
+        default_remind_before_ms: i64,
+    ) -> Result<(), StoreError> {
+        with_pool!(self, |pool, sql| {
+            sqlx::query(&sql(
+                "UPDATE deadlines SET next_at = NULL
+                 WHERE project_id = $1 AND task_id = $2 AND next_at = $3 AND task = $4
+                   AND COALESCE((SELECT s.remind_before_ms FROM workspace_settings s
+                                 WHERE s.workspace_id = deadlines.workspace_id), $6) = $5",
+            ))
+            .bind(&handed.project_id)
+            .bind(&handed.task_id)
+            .bind(handed.next_at)
+            .bind(&handed.task)
+            .bind(handed.remind_before_ms)
+            .bind(default_remind_before_ms)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     /// A workspace's reminder offset, when it has its own.
     pub async fn remind_before(&self, workspace: &str) -> Result<Option<i64>, StoreError> {
         with_pool!(self, |pool, sql| {

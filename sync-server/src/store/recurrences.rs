@@ -206,17 +206,32 @@ impl Store {
         })
     }
 
-    /// Records a run made by a scheduler outside the server (Temporal), which keeps no timer
-    /// here: only `last_run_at` moves.
-    pub async fn record_recurrence_run(&self, id: &str, ran: i64) -> Result<(), StoreError> {
+    /// Records a run made by a scheduler outside the server (Temporal), and the run after it
+    /// (what the rule shows as next), unless a later run was recorded already.
+    pub async fn record_recurrence_run(
+        &self,
+        id: &str,
+        ran: i64,
+        next_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
-            sqlx::query(&sql("UPDATE recurrences SET last_run_at = $2
+            sqlx::query(&sql("UPDATE recurrences SET last_run_at = $2, next_at = $3
                  WHERE id = $1 AND (last_run_at IS NULL OR last_run_at < $2)"))
             .bind(id)
             .bind(ran)
+            .bind(next_at)
             .execute(pool)
             .await?;
             Ok(())
+        })
+    }
+
+    /// Every enabled rule (for the Temporal Schedules to match).
+    pub async fn enabled_recurrences(&self) -> Result<Vec<RecurrenceRow>, StoreError> {
+        let text = format!("SELECT {COLUMNS} FROM recurrences WHERE enabled ORDER BY id");
+        with_pool!(self, |pool, sql| {
+            let rows = sqlx::query(&sql(&text)).fetch_all(pool).await?;
+            Ok(rows.iter().map(|r| recurrence_row!(r)).collect())
         })
     }
 

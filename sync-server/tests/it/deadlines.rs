@@ -1,6 +1,7 @@
 //! Deadlines on the embedded scheduler (durable timers in the database), on both backends, with
 //! reminder offsets and due dates of seconds: reminder then escalation, none for a task done in
-//! time, due dates moved, and a server killed between scheduling and firing.
+//! time, due dates moved, and a server killed between scheduling and firing. The scenarios take
+//! the server's configuration, so `temporal.rs` runs them on Temporal as well.
 
 use std::time::Duration;
 
@@ -10,24 +11,26 @@ use taskflow_testkit::Account;
 
 use crate::events::rest;
 use crate::notifications::{INVITED, kinds_once, team};
-use crate::support::{Backend, ServerProcess, TestDb, on_both_backends};
+use crate::support::{Backend, ServerProcess, TestDb, eventually, on_both_backends};
+use taskflow_sync_server::Config;
 
 on_both_backends!(
     a_reminder_then_an_escalation_for_an_overdue_task,
     no_escalation_for_a_task_done_in_time,
     moving_the_due_date_reschedules_both,
     a_server_killed_before_the_reminder_still_reminds_once,
+    a_handed_over_mark_stays_when_newer_facts_came,
 );
 
 /// An RFC 3339 time `seconds` from now.
-fn in_seconds(seconds: f64) -> String {
+pub fn in_seconds(seconds: f64) -> String {
     let at = jiff::Timestamp::now() + Duration::from_secs_f64(seconds);
     at.round(jiff::Unit::Millisecond)
         .expect("rounds")
         .to_string()
 }
 
-async fn remind_before(ann: &Account, seconds: u64) {
+pub async fn remind_before(ann: &Account, seconds: u64) {
     let path = format!("/api/v1/workspaces/{}/settings", ann.workspace_id);
     let body = json!({ "reminderOffsetSeconds": seconds });
     let settings = rest(ann, Method::PATCH, &path, body).await;
@@ -35,7 +38,7 @@ async fn remind_before(ann: &Account, seconds: u64) {
 }
 
 /// A task in a new project of Ann's workspace, for `assignee`, due at `due`.
-async fn task_due(ann: &Account, assignee: &Account, due: &str) -> String {
+pub async fn task_due(ann: &Account, assignee: &Account, due: &str) -> String {
     let body = json!({ "workspaceId": ann.workspace_id, "name": "Deadlines" });
     let project = rest(ann, Method::POST, "/api/v1/projects", body).await;
     let body = json!({
@@ -45,7 +48,7 @@ async fn task_due(ann: &Account, assignee: &Account, due: &str) -> String {
     task["id"].as_str().expect("id").to_owned()
 }
 
-async fn sla(account: &Account, task: &str) -> Value {
+pub async fn sla(account: &Account, task: &str) -> Value {
     rest(
         account,
         Method::GET,
@@ -56,26 +59,16 @@ async fn sla(account: &Account, task: &str) -> Value {
 }
 
 /// The task's SLA once `ready` holds for it (the scheduler learns of edits from their events).
-async fn sla_until(account: &Account, task: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let sla = sla(account, task).await;
-        if ready(&sla) {
-            return sla;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the SLA never got there: {sla}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+pub async fn sla_until(account: &Account, task: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let every = Duration::from_millis(50);
+    eventually("the SLA", every, async || sla(account, task).await, ready).await
 }
 
-fn next_is(action: &'static str) -> impl Fn(&Value) -> bool {
+pub fn next_is(action: &'static str) -> impl Fn(&Value) -> bool {
     move |sla| sla["next"]["action"] == action
 }
 
-async fn patch(account: &Account, task: &str, body: Value) {
+pub async fn patch(account: &Account, task: &str, body: Value) {
     rest(
         account,
         Method::PATCH,
@@ -86,7 +79,7 @@ async fn patch(account: &Account, task: &str, body: Value) {
 }
 
 /// Waits until `at` (RFC 3339) has passed by `margin` seconds.
-async fn past(at: &str, margin: f64) {
+pub async fn past(at: &str, margin: f64) {
     let at: jiff::Timestamp = at.parse().expect("a time");
     let left = at.duration_since(jiff::Timestamp::now()).as_secs_f64() + margin;
     if left > 0.0 {
@@ -96,7 +89,11 @@ async fn past(at: &str, margin: f64) {
 
 async fn a_reminder_then_an_escalation_for_an_overdue_task(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(db.config(), &["Bob", "Cy"]).await;
+    reminder_then_escalation(db.config()).await;
+}
+
+pub async fn reminder_then_escalation(config: Config) {
+    let (server, people) = team(config, &["Bob", "Cy"]).await;
     let (ann, bob, cy) = (&server.account, &people[0], &people[1]);
     ann.set_role(cy, "admin").await.expect("admin");
     remind_before(ann, 3).await;
@@ -165,7 +162,11 @@ async fn a_reminder_then_an_escalation_for_an_overdue_task(backend: Backend) {
 
 async fn no_escalation_for_a_task_done_in_time(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(db.config(), &["Bob"]).await;
+    no_escalation_when_done_in_time(db.config()).await;
+}
+
+pub async fn no_escalation_when_done_in_time(config: Config) {
+    let (server, people) = team(config, &["Bob"]).await;
     let (ann, bob) = (&server.account, &people[0]);
     remind_before(ann, 4).await;
     let due = in_seconds(8.0);
@@ -215,7 +216,11 @@ async fn no_escalation_for_a_task_done_in_time(backend: Backend) {
 
 async fn moving_the_due_date_reschedules_both(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let (server, people) = team(db.config(), &["Bob"]).await;
+    moved_due_dates(db.config()).await;
+}
+
+pub async fn moved_due_dates(config: Config) {
+    let (server, people) = team(config, &["Bob"]).await;
     let (ann, bob) = (&server.account, &people[0]);
     remind_before(ann, 3).await;
     let far = in_seconds(60.0);
@@ -253,7 +258,12 @@ async fn moving_the_due_date_reschedules_both(backend: Backend) {
 
 async fn a_server_killed_before_the_reminder_still_reminds_once(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let first = ServerProcess::start(&db).await;
+    killed_before_the_reminder(&db, &[]).await;
+}
+
+/// With the servers started with `flags`.
+pub async fn killed_before_the_reminder(db: &TestDb, flags: &[&str]) {
+    let first = ServerProcess::start_with(db, flags).await;
     let ann = first.account.clone();
     let bob = Account::register(first.addr, "Bob")
         .await
@@ -266,7 +276,7 @@ async fn a_server_killed_before_the_reminder_still_reminds_once(backend: Backend
 
     // Killed well before the reminder; started again before it is due.
     first.kill9().await;
-    let second = ServerProcess::start(&db).await;
+    let second = ServerProcess::start_with(db, flags).await;
     let bob = bob.at(second.addr);
     assert_eq!(
         kinds_once(&bob, 4).await,
@@ -278,4 +288,84 @@ async fn a_server_killed_before_the_reminder_still_reminds_once(backend: Backend
         "{done}"
     );
     second.terminate().await;
+}
+
+/// The Temporal hand-over clears a deadline's mark only for the facts it handed over.
+async fn a_handed_over_mark_stays_when_newer_facts_came(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    // A server makes the workspace, then leaves the store to this test alone.
+    let server = crate::support::TestServer::start(db.config()).await;
+    let workspace = server.account.workspace_id.clone();
+    server.stop().await;
+    let config = db.config();
+    let store =
+        taskflow_sync_server::store::Store::open(config.database_url.as_deref(), &config.data_dir)
+            .await
+            .expect("store");
+    let default = 86_400_000;
+    let marked = |row: Option<taskflow_sync_server::store::DeadlineRow>| {
+        row.expect("recorded").next_at.is_some()
+    };
+    store
+        .note_deadline(
+            "p",
+            "t",
+            &workspace,
+            Some(5_000),
+            false,
+            r#"{"v":1}"#,
+            1_000,
+        )
+        .await
+        .expect("noted");
+    let handed = store.deadline("p", "t", default).await.expect("read");
+    let handed = handed.expect("recorded");
+
+    // Another event meanwhile (in the same millisecond, even): still marked.
+    store
+        .note_deadline(
+            "p",
+            "t",
+            &workspace,
+            Some(6_000),
+            false,
+            r#"{"v":2}"#,
+            1_000,
+        )
+        .await
+        .expect("noted");
+    store
+        .deadline_handed_over(&handed, default)
+        .await
+        .expect("cleared");
+    assert!(marked(
+        store.deadline("p", "t", default).await.expect("read")
+    ));
+
+    // A new reminder offset for the workspace meanwhile: still marked.
+    let newer = store.deadline("p", "t", default).await.expect("read");
+    let newer = newer.expect("recorded");
+    store
+        .set_remind_before(&workspace, Some(60_000), 1_000)
+        .await
+        .expect("set");
+    store
+        .deadline_handed_over(&newer, default)
+        .await
+        .expect("cleared");
+    assert!(marked(
+        store.deadline("p", "t", default).await.expect("read")
+    ));
+
+    // The facts as they are now, handed over: the mark goes.
+    let current = store.deadline("p", "t", default).await.expect("read");
+    let current = current.expect("recorded");
+    store
+        .deadline_handed_over(&current, default)
+        .await
+        .expect("cleared");
+    assert!(!marked(
+        store.deadline("p", "t", default).await.expect("read")
+    ));
+    store.close().await;
 }

@@ -1,4 +1,4 @@
-//! The internal gRPC services (identity, tasks), through the generated clients as another
+//! The internal gRPC services (identity, tasks and deadlines for workers), through the generated clients as another
 //! service would call them.
 
 use taskflow_grpc::identity::identity_client::IdentityClient;
@@ -12,6 +12,7 @@ use crate::support::{Backend, TestDb, TestServer, on_both_backends};
 on_both_backends!(
     the_identity_service_answers_internal_callers_only,
     create_task_makes_a_recurrence_run_once,
+    advance_deadline_fires_each_action_once,
 );
 
 const INTERNAL_TOKEN: &str = "an internal token for the services of this deployment";
@@ -239,5 +240,80 @@ async fn create_task_makes_a_recurrence_run_once(backend: Backend) {
         off["disabledReason"],
         "its author may no longer add tasks to this project"
     );
+    server.stop().await;
+}
+
+async fn advance_deadline_fires_each_action_once(backend: Backend) {
+    use reqwest::Method;
+    use serde_json::json;
+    use taskflow_grpc::tasks::AdvanceDeadlineRequest;
+    use taskflow_grpc::tasks::tasks_client::TasksClient;
+
+    use crate::events::rest;
+
+    let db = TestDb::new(backend).await;
+    let (server, channel) = with_grpc(&db).await;
+    let mut client = TasksClient::new(channel);
+    let owner = &server.account;
+    let body = json!({ "workspaceId": owner.workspace_id, "name": "Deadlines" });
+    let project = rest(owner, Method::POST, "/api/v1/projects", body).await;
+    let project = project["id"].as_str().expect("id").to_owned();
+    // Due in two days: nothing is due yet by the server's clock (the reminder is a day away).
+    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    let due = due.round(jiff::Unit::Second).expect("rounds");
+    let body = json!({ "projectId": project, "title": "Renew", "due": due.to_string() });
+    let task = rest(owner, Method::POST, "/api/v1/tasks", body).await;
+    let task = task["id"].as_str().expect("id").to_owned();
+    // As a workflow whose timer fired past the due date would ask.
+    let advance = |task: &str| AdvanceDeadlineRequest {
+        project_id: project.clone(),
+        task_id: task.to_owned(),
+        at_ms: due.as_millisecond() + 1,
+    };
+
+    // Until the deadlines consumer has recorded the task, it is not known.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        match client
+            .advance_deadline(call(advance(&task), Some(INTERNAL_TOKEN)))
+            .await
+        {
+            Ok(answer) => break answer.into_inner(),
+            Err(status) if status.code() == Code::NotFound => {
+                assert!(tokio::time::Instant::now() < deadline, "never recorded");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    // Past due: escalated, without a reminder first; asked again (a retried activity): nothing.
+    assert!(first.escalated && !first.reminded, "{first:?}");
+    let again = client
+        .advance_deadline(call(advance(&task), Some(INTERNAL_TOKEN)))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(!again.escalated && !again.reminded, "{again:?}");
+    let events = server
+        .store
+        .published_events(0, 10_000)
+        .await
+        .expect("events");
+    let overdue = events
+        .iter()
+        .filter(|e| e.event.key == task && e.event.kind == "task.overdue")
+        .count();
+    assert_eq!(overdue, 1);
+
+    let refused = client
+        .advance_deadline(call(advance(&task), None))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let unknown = client
+        .advance_deadline(call(advance("no-such-task"), Some(INTERNAL_TOKEN)))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
     server.stop().await;
 }

@@ -21,5 +21,7 @@ mod recurrences;
 mod redis;
 mod sync;
 mod tasks;
+#[cfg(feature = "temporal")]
+mod temporal;
 mod webhooks;
 mod workspaces;

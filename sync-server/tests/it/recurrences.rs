@@ -20,7 +20,7 @@ on_both_backends!(
 
 const EVERY_TWO_SECONDS: &str = "*/2 * * * * *";
 
-async fn project(account: &Account, name: &str) -> String {
+pub async fn project(account: &Account, name: &str) -> String {
     let body = json!({ "workspaceId": account.workspace_id, "name": name });
     let project = rest(account, Method::POST, "/api/v1/projects", body).await;
     project["id"].as_str().expect("id").to_owned()
@@ -37,7 +37,7 @@ async fn status(account: &Account, method: Method, path: &str, body: Value) -> S
 }
 
 /// A rule making "Standup {date}" every two seconds, due an hour after each run.
-fn standup(assignee: &str) -> Value {
+pub fn standup(assignee: &str) -> Value {
     json!({
         "cron": EVERY_TWO_SECONDS,
         "timezone": "Europe/Paris",
@@ -46,7 +46,7 @@ fn standup(assignee: &str) -> Value {
 }
 
 /// The project's tasks' due dates (milliseconds), each the scheduled time of its run + 1 h.
-async fn runs(account: &Account, project: &str) -> Vec<i64> {
+pub async fn runs(account: &Account, project: &str) -> Vec<i64> {
     let path = format!("/api/v1/projects/{project}/tasks?limit=200");
     let page = rest(account, Method::GET, &path, Value::Null).await;
     page["tasks"]
@@ -61,7 +61,7 @@ async fn runs(account: &Account, project: &str) -> Vec<i64> {
 }
 
 /// Waits until the project has at least `n` tasks; answers their runs, sorted.
-async fn until_runs(account: &Account, project: &str, n: usize) -> Vec<i64> {
+pub async fn until_runs(account: &Account, project: &str, n: usize) -> Vec<i64> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let mut runs = runs(account, project).await;
@@ -78,7 +78,7 @@ async fn until_runs(account: &Account, project: &str, n: usize) -> Vec<i64> {
     }
 }
 
-fn assert_one_task_per_tick(runs: &[i64]) {
+pub fn assert_one_task_per_tick(runs: &[i64]) {
     let distinct: BTreeSet<&i64> = runs.iter().collect();
     assert_eq!(distinct.len(), runs.len(), "a run made two tasks: {runs:?}");
     assert!(

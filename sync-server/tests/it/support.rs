@@ -44,6 +44,28 @@ pub fn free_addr() -> SocketAddr {
         .expect("addr")
 }
 
+/// Reads with `read` every `every` until `ready` holds for what it read, and answers that;
+/// fails the test with `what` and the last reading after 20 s.
+pub async fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    every: Duration,
+    mut read: impl AsyncFnMut() -> T,
+    ready: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = read().await;
+        if ready(&now) {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never happened: {now:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

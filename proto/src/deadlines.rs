@@ -1,16 +1,19 @@
-//! What to do about a task's deadline, given the task and the time: pure, so the embedded
-//! scheduler and the Temporal workflow take the same decisions.
+//! What to do about a task's deadline, given the task and the time: pure, so the server's
+//! embedded scheduler and the Temporal workflow (`taskflow-workflows`) take the same decisions.
 //!
 //! A task with a due date that is not finished gets a reminder `remind_before` ahead of the
 //! due date, then, if still not finished when the due date passes, an escalation. Each fires
 //! once per due date: moving the due date starts over for the new date, and a task whose due
 //! date has already passed when it is first seen is escalated without a reminder.
 
+use serde::{Deserialize, Serialize};
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
 /// What is known of a task's deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Deadline {
     pub due: Option<Millis>,
     /// In the done column, or archived: nothing more to do.
@@ -20,13 +23,15 @@ pub struct Deadline {
 }
 
 /// What has already been done, each recorded with the due date it was done for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Progress {
     pub reminded_for: Option<Millis>,
     pub escalated_for: Option<Millis>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Action {
     /// Tell the assignees the task is due soon.
     Remind,

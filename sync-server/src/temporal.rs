@@ -1,0 +1,243 @@
+//! Deadlines and recurring tasks on Temporal (`TEMPORAL_ADDRESS`, cargo feature `temporal`),
+//! in place of the embedded schedulers. The workflows themselves are in `taskflow-workflows`.
+//!
+//! Deadlines: the deadlines consumer records each task's deadline facts in the `deadlines`
+//! table as always, marking the row for a decision (`next_at`). Here, instead of deciding, the
+//! leader hands the row's facts to the task's `TaskManagementWorkflow` (started, or
+//! signalled) and clears the mark; a row that could not be handed over (Temporal down) stays
+//! marked and is tried again, so no change is lost. When the workflow's timer fires it calls
+//! back (`Tasks.AdvanceDeadline`): the server decides on its own facts and records what it
+//! sent in the same row and transaction, so each reminder and escalation fires once whatever
+//! happens to workflows and workers. That decision also marks the row for its next action's
+//! time, when the leader hands the facts over again: a workflow lost meanwhile is started
+//! anew.
+//!
+//! Recurrences: the leader keeps one Temporal Schedule per enabled rule, reconciled when rules
+//! change and every half minute; each run creates its task through `Tasks.CreateTask`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskflow_workflows::client::RecurrenceSpec;
+use taskflow_workflows::deadline::TaskDeadline;
+use taskflow_workflows::{ServerAddress, TemporalConfig, WorkerHandle, Workflows, worker};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::relay::take_lease;
+use crate::now_ms;
+use crate::store::Store;
+
+/// Deadlines handed over per round.
+const BATCH: usize = 100;
+/// The longest wait between two tries at reaching Temporal.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How this server uses Temporal.
+#[derive(Debug, Clone)]
+pub struct TemporalSetup {
+    pub config: TemporalConfig,
+    /// Where the in-process worker's activities call this server, if it runs one.
+    pub worker: Option<ServerAddress>,
+}
+
+/// Connects (retrying until Temporal answers), starts the in-process worker if configured,
+/// and keeps the workflows and Schedules in step with the database until `stop`.
+pub async fn run(
+    store: Store,
+    setup: TemporalSetup,
+    default_remind_before_ms: i64,
+    deadlines_wake: Arc<Notify>,
+    recurrences_wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let Some(workflows) = retrying("connecting to Temporal", &stop, || {
+        Workflows::connect(&setup.config)
+    })
+    .await
+    else {
+        return;
+    };
+    let worker = match setup.worker {
+        Some(server) => {
+            let config = setup.config.clone();
+            let started = retrying("starting the Temporal worker", &stop, || {
+                worker::start(config.clone(), server.clone())
+            })
+            .await;
+            let Some(worker) = started else { return };
+            Some(worker)
+        }
+        None => None,
+    };
+    tracing::info!(
+        address = %setup.config.address,
+        task_queue = %setup.config.task_queue,
+        worker = worker.is_some(),
+        "deadlines and recurrences run on Temporal"
+    );
+    tokio::join!(
+        hand_over_deadlines(
+            &store,
+            &workflows,
+            default_remind_before_ms,
+            &deadlines_wake,
+            &stop
+        ),
+        keep_schedules(&store, &workflows, &recurrences_wake, &stop),
+    );
+    if let Some(worker) = worker {
+        stop_worker(worker).await;
+    }
+}
+
+async fn stop_worker(worker: WorkerHandle) {
+    if let Err(e) = worker.stop().await {
+        tracing::warn!(error = %e, "the Temporal worker did not stop cleanly");
+    }
+}
+
+/// `attempt` until it succeeds, backing off; `None` when stopped first.
+async fn retrying<T, F>(
+    what: &str,
+    stop: &CancellationToken,
+    mut attempt: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            result = attempt() => match result {
+                Ok(value) => return Some(value),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "{what} failed; trying again"),
+            },
+            () = stop.cancelled() => return None,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The leader hands every marked deadline to its workflow.
+async fn hand_over_deadlines(
+    store: &Store,
+    workflows: &Workflows,
+    default_remind_before_ms: i64,
+    wake: &Notify,
+    stop: &CancellationToken,
+) {
+    let Some(_lease) = take_lease(store, "taskflow.deadlines", stop).await else {
+        return;
+    };
+    loop {
+        let mut failed = false;
+        let due = match store.due_deadlines(now_ms(), BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading marked deadlines failed");
+                failed = true;
+                Vec::new()
+            }
+        };
+        for (project, task) in &due {
+            let handed = tokio::select! {
+                handed = hand_over(store, workflows, default_remind_before_ms, project, task) => handed,
+                () = stop.cancelled() => return,
+            };
+            if let Err(e) = handed {
+                tracing::warn!(error = %e, %task, "handing a deadline to Temporal failed");
+                // Temporal is likely down: the rest waits for the next round.
+                failed = true;
+                break;
+            }
+        }
+        let next = if failed {
+            Ok(None)
+        } else {
+            store.next_deadline_at().await
+        };
+        if !crate::timer::wait_for_next(next, failed, wake, stop).await {
+            return;
+        }
+    }
+}
+
+async fn hand_over(
+    store: &Store,
+    workflows: &Workflows,
+    default_remind_before_ms: i64,
+    project: &str,
+    task: &str,
+) -> Result<(), String> {
+    let row = store
+        .deadline(project, task, default_remind_before_ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let (deadline, done) = crate::deadlines::state(&row);
+    let facts = TaskDeadline {
+        project_id: row.project_id.clone(),
+        task_id: row.task_id.clone(),
+        deadline,
+        done,
+    };
+    workflows
+        .track_deadline(facts)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .deadline_handed_over(&row, default_remind_before_ms)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The leader keeps the Schedules matching the enabled rules.
+async fn keep_schedules(
+    store: &Store,
+    workflows: &Workflows,
+    wake: &Notify,
+    stop: &CancellationToken,
+) {
+    let Some(_lease) = take_lease(store, "taskflow.recurrences", stop).await else {
+        return;
+    };
+    loop {
+        let kept = tokio::select! {
+            kept = reconcile(store, workflows) => kept,
+            () = stop.cancelled() => return,
+        };
+        if let Err(e) = &kept {
+            tracing::warn!(error = %e, "keeping the recurrence Schedules failed");
+        }
+        // Every half minute at the least (the longest wait), or when rules change.
+        if !crate::timer::wait_for_next(Ok(None), kept.is_err(), wake, stop).await {
+            return;
+        }
+    }
+}
+
+async fn reconcile(store: &Store, workflows: &Workflows) -> Result<(), String> {
+    let rules = store
+        .enabled_recurrences()
+        .await
+        .map_err(|e| e.to_string())?;
+    let specs: Vec<RecurrenceSpec> = rules
+        .into_iter()
+        .map(|rule| RecurrenceSpec {
+            id: rule.id,
+            cron: rule.cron,
+            timezone: rule.timezone,
+        })
+        .collect();
+    workflows
+        .keep_schedules(&specs)
+        .await
+        .map_err(|e| e.to_string())
+}
