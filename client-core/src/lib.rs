@@ -28,7 +28,9 @@ pub use client::{
     BoardSummary, Client, ClientConfig, ClientError, ClientEvent, ConnectionState, Edit, Edited,
     ServerConfig, SyncStatus,
 };
-pub use notifications::{InboxPage, Notification, NotificationEvent, NotificationStream};
+pub use notifications::{
+    InboxPage, Notification, NotificationEvent, NotificationMarker, NotificationStream,
+};
 pub use presence::Viewer;
 pub use taskflow_proto::board;
 pub use taskflow_proto::{AutomergeUrl, DocumentId};

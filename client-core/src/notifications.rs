@@ -184,6 +184,31 @@ impl NotificationStream {
     /// Marks a notification read over the socket; a [`NotificationEvent::Read`] follows. When
     /// not connected, it is sent once connected again.
     pub async fn mark_read(&self, id: &str) {
+        self.marker().mark_read(id).await;
+    }
+
+    pub async fn mark_all_read(&self) {
+        self.marker().mark_all_read().await;
+    }
+
+    /// A handle that marks notifications read over this stream, for code that does not read
+    /// the stream's events itself (cheap to clone; it does nothing once the stream is gone).
+    pub fn marker(&self) -> NotificationMarker {
+        NotificationMarker {
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+/// Marks notifications read over a [`NotificationStream`]'s connection.
+#[derive(Debug, Clone)]
+pub struct NotificationMarker {
+    commands: mpsc::Sender<ClientMessage>,
+}
+
+impl NotificationMarker {
+    /// As [`NotificationStream::mark_read`].
+    pub async fn mark_read(&self, id: &str) {
         let _ = self
             .commands
             .send(ClientMessage::MarkRead { id: id.to_owned() })
