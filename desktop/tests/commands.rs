@@ -460,3 +460,50 @@ fn notifications_arrive_live_and_on_the_desktop() {
     });
     server.crash();
 }
+
+#[test]
+fn others_viewing_the_board_are_shown() {
+    let rt = runtime();
+    let server_dir = tempfile::tempdir().expect("dir");
+    let server = rt.block_on(TestServer::start(server_dir.path()));
+    let ann = server.account.clone();
+    let bob = rt
+        .block_on(Account::register(server.addr, "Bob"))
+        .expect("bob");
+    rt.block_on(ann.add_member(&bob, "member")).expect("joined");
+    let (_, document) = rt.block_on(ann.project("Together")).expect("project");
+    let board = document.to_string();
+    let (ann_data, bob_data) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let ann_app = Desktop::open(ann_data.path());
+    let bob_app = Desktop::open(bob_data.path());
+    ann_app.sign_in(&server, &ann.email);
+    bob_app.sign_in(&server, &bob.email);
+    ann_app.ok::<Value>("open_board", json!({ "board": board }));
+    bob_app.ok::<Value>("open_board", json!({ "board": board }));
+
+    // Bob opens a card: Ann sees him on the board, on that card.
+    let card: Value = bob_app.ok(
+        "add_card",
+        json!({ "board": board, "column": "todo", "title": "Plan" }),
+    );
+    bob_app.ok::<()>("set_viewing", json!({ "board": board, "task": card["id"] }));
+    let viewers = eventually("Bob among Ann's viewers", || {
+        let viewers: Value = ann_app.ok("viewers", json!({ "board": board }));
+        let bob_there = viewers
+            .as_array()?
+            .iter()
+            .any(|v| v["userId"] == bob.user_id.as_str() && v["taskId"] == card["id"]);
+        bob_there.then_some(viewers)
+    });
+    assert!(!viewers.as_array().expect("viewers").is_empty());
+    assert!(ann_app.ui.saw("presence", |p| {
+        p["documentId"] == board.as_str()
+            && p["viewers"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["userId"] == bob.user_id.as_str()))
+    }));
+    server.crash();
+}

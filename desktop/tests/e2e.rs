@@ -1,8 +1,9 @@
 //! The app end to end in a real window: the `taskflow-desktop` binary driven through
 //! tauri-driver and WebKitWebDriver under Xvfb (all installed by scripts/services.sh), against a
-//! real server. Signs in, adds a card while the server is down, sees it reach the server once
-//! it is back, and sees another client's card appear without a reload. Screenshots of the
-//! board go to `$CARGO_TARGET_DIR/desktop-e2e/`.
+//! real server. Signs in, adds a card while the server is down; once the server is back, a
+//! second client (client-core, as on another device) gets the card, and the card that client
+//! adds appears in the window without a reload; then the card panel's edits reach the server.
+//! Screenshots of the board go to `$CARGO_TARGET_DIR/desktop-e2e/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,6 +11,9 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
+use taskflow_client_core::board::ColumnId;
+use taskflow_client_core::board::ops::NewTask;
+use taskflow_client_core::{ClientConfig, DocumentId, Edit, ServerConfig};
 use taskflow_testkit::account::PASSWORD;
 use taskflow_testkit::server::TestServer;
 use tokio::process::{Child, Command};
@@ -177,20 +181,30 @@ async fn text_until(window: &Client, css: &str, ready: impl Fn(&str) -> bool) ->
     }
 }
 
-async fn titles_on_server(account: &taskflow_testkit::Account, project: &str) -> Vec<String> {
-    let page: Value = account
-        .get(&format!("/api/v1/projects/{project}/tasks"))
-        .await
-        .unwrap_or(Value::Null);
-    page["tasks"]
-        .as_array()
-        .map(|tasks| {
-            tasks
-                .iter()
-                .filter_map(|t| t["title"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+/// A second client of the same account, as on another device.
+async fn second_device(
+    account: &taskflow_testkit::Account,
+    addr: std::net::SocketAddr,
+    data_dir: &Path,
+) -> taskflow_client_core::Client {
+    let server = ServerConfig::new(&format!("ws://{addr}/api/v1/sync"))
+        .expect("sync URL")
+        .with_token(account.access_token.clone());
+    taskflow_client_core::Client::open(ClientConfig {
+        data_dir: data_dir.to_owned(),
+        user: account.user_id.clone(),
+        server: Some(server),
+    })
+    .await
+    .expect("the second client opens")
+}
+
+/// The titles of the board's cards as `client` has them.
+async fn titles(client: &taskflow_client_core::Client, board: DocumentId) -> Vec<String> {
+    match client.board(board).await {
+        Ok(board) => board.tasks.values().map(|t| t.title.clone()).collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +214,7 @@ async fn a_card_made_offline_reaches_the_server_and_others_edits_appear_live() {
     let _ = std::fs::remove_dir_all(artifacts());
     let server = TestServer::start(server_dir.path()).await;
     let ann = server.account.clone();
-    let (project, _) = ann.project("Launch").await.expect("project");
+    let (project, document) = ann.project("Launch").await.expect("project");
     let data = tempfile::tempdir().expect("dir");
     let xvfb = Xvfb::start().await;
     let driver = Driver::start(&xvfb.display, data.path()).await;
@@ -227,6 +241,28 @@ async fn a_card_made_offline_reaches_the_server_and_others_edits_appear_live() {
     text_until(&window, "[data-testid=sync-status]", |t| t == "Synced").await;
     screenshot(&window, "1-signed-in").await;
 
+    // `?` lists the keyboard shortcuts; Escape closes the list.
+    element(&window, "body")
+        .await
+        .send_keys("?")
+        .await
+        .expect("typed");
+    text_until(&window, ".dialog h3", |t| t == "Keyboard shortcuts").await;
+    let escape = char::from(fantoccini::key::Key::Escape).to_string();
+    element(&window, "body")
+        .await
+        .send_keys(&escape)
+        .await
+        .expect("typed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while window.find(Locator::Css(".dialog")).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shortcuts stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The server stops; a card is made anyway, and waits.
     let addr = server.addr;
     server.crash();
@@ -245,24 +281,28 @@ async fn a_card_made_offline_reaches_the_server_and_others_edits_appear_live() {
     .await;
     screenshot(&window, "2-offline-with-a-pending-card").await;
 
-    // Back: the card reaches the server, and another client's card shows without a reload.
+    // Back: a second client gets the card from the server, and the card it adds shows in the
+    // window without a reload.
     let server = TestServer::start_on(server_dir.path(), addr).await;
     let ann = ann.at(server.addr);
+    text_until(&window, "[data-testid=sync-status]", |t| t == "Synced").await;
+    let second_dir = tempfile::tempdir().expect("dir");
+    let second = second_device(&ann, server.addr, second_dir.path()).await;
+    second.fetch(document).await.expect("fetched");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while titles_on_server(&ann, &project).await != ["Made offline"] {
+    while titles(&second, document).await != ["Made offline"] {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the card never reached the server"
+            "the second client never got the card"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    text_until(&window, "[data-testid=sync-status]", |t| t == "Synced").await;
-    ann.post(
-        "/api/v1/tasks",
-        json!({ "projectId": project, "title": "From a teammate", "column": "doing" }),
-    )
-    .await
-    .expect("a teammate's card");
+    let mut teammate = NewTask::titled("From a teammate", ann.user_id.clone());
+    teammate.column = Some(ColumnId::new("doing"));
+    second
+        .edit(document, Edit::AddTask(teammate))
+        .await
+        .expect("added on the second client");
     text_until(&window, "[data-testid=column-doing] .card .title", |t| {
         t == "From a teammate"
     })
@@ -319,5 +359,6 @@ async fn a_card_made_offline_reaches_the_server_and_others_edits_appear_live() {
 
     window.close().await.expect("closed");
     driver.stop().await;
+    second.shutdown().await;
     server.crash();
 }
