@@ -124,6 +124,20 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
 
+/// A server whose test account (Ann) has Bob as a member of her workspace.
+fn ann_and_bob(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+) -> (TestServer, Account, Account) {
+    let server = rt.block_on(TestServer::start(dir));
+    let ann = server.account.clone();
+    let bob = rt
+        .block_on(Account::register(server.addr, "Bob"))
+        .expect("bob");
+    rt.block_on(ann.add_member(&bob, "member")).expect("joined");
+    (server, ann, bob)
+}
+
 #[test]
 fn signing_in_stays_signed_in_until_signing_out() {
     let rt = runtime();
@@ -408,12 +422,7 @@ fn edits_made_offline_wait_and_merge_when_the_server_is_back() {
 fn notifications_arrive_live_and_on_the_desktop() {
     let rt = runtime();
     let server_dir = tempfile::tempdir().expect("dir");
-    let server = rt.block_on(TestServer::start(server_dir.path()));
-    let ann = server.account.clone();
-    let bob = rt
-        .block_on(Account::register(server.addr, "Bob"))
-        .expect("bob");
-    rt.block_on(ann.add_member(&bob, "member")).expect("joined");
+    let (server, ann, bob) = ann_and_bob(&rt, server_dir.path());
     let (project, _) = rt.block_on(ann.project("Work")).expect("project");
     let data = tempfile::tempdir().expect("dir");
     let desktop = Desktop::open(data.path());
@@ -465,12 +474,7 @@ fn notifications_arrive_live_and_on_the_desktop() {
 fn others_viewing_the_board_are_shown() {
     let rt = runtime();
     let server_dir = tempfile::tempdir().expect("dir");
-    let server = rt.block_on(TestServer::start(server_dir.path()));
-    let ann = server.account.clone();
-    let bob = rt
-        .block_on(Account::register(server.addr, "Bob"))
-        .expect("bob");
-    rt.block_on(ann.add_member(&bob, "member")).expect("joined");
+    let (server, ann, bob) = ann_and_bob(&rt, server_dir.path());
     let (_, document) = rt.block_on(ann.project("Together")).expect("project");
     let board = document.to_string();
     let (ann_data, bob_data) = (

@@ -64,6 +64,22 @@ pub async fn sla_until(account: &Account, task: &str, ready: impl Fn(&Value) -> 
     eventually("the SLA", every, async || sla(account, task).await, ready).await
 }
 
+/// The deadline events published about `task`: one reminder, one escalation with its alert.
+pub async fn assert_fired_once(store: &taskflow_sync_server::store::Store, task: &str) {
+    let events = store.published_events(0, 10_000).await.expect("events");
+    let mut fired: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event.key == task)
+        .map(|e| e.event.kind.as_str())
+        .filter(|kind| !matches!(*kind, "task.created" | "task.assigned"))
+        .collect();
+    fired.sort();
+    assert_eq!(
+        fired,
+        ["notification.system.alert", "task.due_soon", "task.overdue"]
+    );
+}
+
 pub fn next_is(action: &'static str) -> impl Fn(&Value) -> bool {
     move |sla| sla["next"]["action"] == action
 }
@@ -140,23 +156,7 @@ pub async fn reminder_then_escalation(config: Config) {
         .await
         .expect("request");
     assert_eq!(refused.status(), reqwest::StatusCode::FORBIDDEN);
-    let events = server
-        .store
-        .published_events(0, 10_000)
-        .await
-        .expect("events");
-    let mut fired: Vec<&str> = events
-        .iter()
-        .filter(|e| {
-            e.event.key == task && e.event.kind != "task.created" && e.event.kind != "task.assigned"
-        })
-        .map(|e| e.event.kind.as_str())
-        .collect();
-    fired.sort();
-    assert_eq!(
-        fired,
-        ["notification.system.alert", "task.due_soon", "task.overdue"]
-    );
+    assert_fired_once(&server.store, &task).await;
     server.stop().await;
 }
 

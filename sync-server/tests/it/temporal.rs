@@ -260,22 +260,7 @@ async fn a_worker_killed_mid_wait_still_reminds_exactly_once() {
         kinds_once(bob, 4).await,
         [INVITED, "task.assigned", "task.due_soon", "task.overdue"]
     );
-    let events = server
-        .store
-        .published_events(0, 10_000)
-        .await
-        .expect("events");
-    let mut fired: Vec<&str> = events
-        .iter()
-        .filter(|e| e.event.key == task && e.event.kind != "task.created")
-        .map(|e| e.event.kind.as_str())
-        .filter(|kind| *kind != "task.assigned")
-        .collect();
-    fired.sort();
-    assert_eq!(
-        fired,
-        ["notification.system.alert", "task.due_soon", "task.overdue"]
-    );
+    deadlines::assert_fired_once(&server.store, &task).await;
     server.stop().await;
 }
 
