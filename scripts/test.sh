@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/taskflow/target}"
+# Incremental state for every test binary of the workspace runs to tens of GB in a kept target
+# directory, and a test run gains little from it.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # Invariant from ARCHITECTURE.md: `proto` does no I/O, so it depends on no runtime, socket,
 # database or HTTP crate.

@@ -64,6 +64,10 @@ impl From<AccountError> for AppError {
             AccountError::BadUrl(_) => AppError::BadInput(e.to_string()),
             AccountError::SignedOut => AppError::SignedOut("sign in again".into()),
             AccountError::Network(_) => AppError::Network(e.to_string()),
+            // The server failing or busy is not the user's doing: try again later.
+            AccountError::Rejected { status, .. } if status >= 500 || status == 429 => {
+                AppError::Network(e.to_string())
+            }
             AccountError::Rejected { status: 401, .. } => AppError::SignedOut(e.to_string()),
             AccountError::Rejected { status: 404, .. } => AppError::NotFound(e.to_string()),
             AccountError::Rejected { .. } => AppError::Rejected(e.to_string()),
@@ -114,6 +118,8 @@ struct SignedIn {
     client: Client,
     notifications: NotificationMarker,
     forwarders: Vec<JoinHandle<()>>,
+    /// The board open in the window, which others see this user viewing.
+    viewing: Option<DocumentId>,
 }
 
 /// The app.
@@ -230,11 +236,19 @@ impl App {
             return Err(AppError::BadInput("enter your password".into()));
         }
         let account = AccountClient::for_sync_url(&url)?;
+        // One sign-in or sign-out at a time, from the first step to the last.
+        let mut signed_in = self.signed_in.lock().await;
         // Here a refusal is about what was typed, not a session that ended.
         let credentials = account.login(&email, password).await.map_err(|e| match e {
-            AccountError::Rejected { .. } => AppError::Rejected(e.to_string()),
+            AccountError::Rejected { status, .. } if status < 500 && status != 429 => {
+                AppError::Rejected(e.to_string())
+            }
             other => other.into(),
         })?;
+        // The previous user's engine stops before the files it reads its tokens from change.
+        if let Some(previous) = signed_in.take() {
+            stop(previous).await;
+        }
         self.credentials_file()
             .write(&credentials)
             .map_err(|e| AppError::Failed(format!("keeping the sign-in failed: {e}")))?;
@@ -247,10 +261,6 @@ impl App {
         let text = serde_json::to_string(&saved).map_err(|e| AppError::Failed(e.to_string()))?;
         std::fs::write(self.session_file(), text)
             .map_err(|e| AppError::Failed(format!("keeping the sign-in failed: {e}")))?;
-        let mut signed_in = self.signed_in.lock().await;
-        if let Some(previous) = signed_in.take() {
-            stop(previous).await;
-        }
         let signed = self.start(saved).await?;
         let info = signed.info.clone();
         *signed_in = Some(signed);
@@ -260,12 +270,14 @@ impl App {
     /// Signs out here (the server session ends too when it can be reached). The boards stay
     /// on the device for the next sign-in as the same user.
     pub async fn sign_out(&self) -> Result<(), AppError> {
-        let signed = self.signed_in.lock().await.take();
-        if let Some(signed) = signed {
-            if let Ok(credentials) = signed.session.credentials().await {
-                let _ = signed.session.account().logout(&credentials).await;
-            }
+        let mut signed_in = self.signed_in.lock().await;
+        if let Some(signed) = signed_in.take() {
+            // The engine first, so no token refresh races the logout.
+            let session = signed.session.clone();
             stop(signed).await;
+            if let Ok(credentials) = session.credentials().await {
+                let _ = session.account().logout(&credentials).await;
+            }
         }
         self.credentials_file()
             .remove()
@@ -305,6 +317,7 @@ impl App {
             client,
             notifications,
             forwarders,
+            viewing: None,
         })
     }
 
@@ -354,6 +367,14 @@ impl App {
             Err(e) => return Err(e.into()),
         };
         client.set_viewing(id, None).await?;
+        // No longer shown as viewing the board open before.
+        let previous = match self.signed_in.lock().await.as_mut() {
+            Some(signed) => signed.viewing.replace(id),
+            None => None,
+        };
+        if let Some(previous) = previous.filter(|p| *p != id) {
+            client.stop_viewing(previous).await?;
+        }
         Ok(BoardView::of(id, &board))
     }
 

@@ -32,6 +32,9 @@ use crate::recurrences::RunError;
 use crate::server::Shared;
 use crate::store::StoreError;
 
+/// How far ahead of this server's clock a worker's decision time may be.
+const MAX_CLOCK_SKEW_MS: i64 = 10 * 60 * 1000;
+
 /// The internal token callers must present, kept as its SHA-256: comparing digests does not
 /// reveal the token by timing.
 #[derive(Clone)]
@@ -232,9 +235,16 @@ impl Tasks for TasksService {
             task_id,
             at_ms,
         } = request.into_inner();
+        let now = crate::now_ms();
+        if at_ms > now + MAX_CLOCK_SKEW_MS {
+            return Err(Status::invalid_argument(
+                "at_ms is more than ten minutes ahead of the server's clock",
+            ));
+        }
         // The caller's time when it is ahead of this clock: a timer that fired is not early.
-        let at = at_ms.max(crate::now_ms());
+        let at = at_ms.max(now);
         let shared = &self.shared;
+        let mut known = None;
         let advance = shared
             .identity
             .store()
@@ -243,7 +253,10 @@ impl Tasks for TasksService {
                 &task_id,
                 shared.deadlines.remind_before_ms(),
                 at,
-                |row| crate::deadlines::decide(row, at),
+                |row| {
+                    known = Some(crate::deadlines::state(row));
+                    crate::deadlines::decide(row, at)
+                },
             )
             .await
             .map_err(store_failed)?
@@ -253,9 +266,21 @@ impl Tasks for TasksService {
         if !advance.events.is_empty() {
             shared.signals.events_written();
         }
+        let (deadline, mut done) = known.ok_or_else(|| Status::internal("no decision was made"))?;
+        if advance.reminded {
+            done.reminded_for = deadline.due;
+        }
+        if advance.escalated {
+            done.escalated_for = deadline.due;
+        }
         Ok(Response::new(AdvanceDeadlineResponse {
             reminded: advance.reminded,
             escalated: advance.escalated,
+            due_at_ms: deadline.due,
+            finished: deadline.finished,
+            remind_before_ms: deadline.remind_before,
+            reminded_for_ms: done.reminded_for,
+            escalated_for_ms: done.escalated_for,
         }))
     }
 }

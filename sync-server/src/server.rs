@@ -459,6 +459,12 @@ async fn temporal_setup(
     address: &str,
     grpc: &mut Option<(TcpListener, crate::config::Secret)>,
 ) -> anyhow::Result<crate::temporal::TemporalSetup> {
+    if !config.temporal_worker && grpc.is_none() {
+        anyhow::bail!(
+            "with --temporal-worker false, workers apart call this server's internal gRPC: \
+             set --grpc-listen and --internal-token"
+        );
+    }
     let worker = if config.temporal_worker {
         if grpc.is_none() {
             let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;

@@ -5,12 +5,12 @@
 //! table as always, marking the row for a decision (`next_at`). Here, instead of deciding, the
 //! leader hands the row's facts to the task's `TaskManagementWorkflow` (started, or
 //! signalled) and clears the mark; a row that could not be handed over (Temporal down) stays
-//! marked and is tried again, so no change is lost. When the workflow's timer fires it calls
-//! back (`Tasks.AdvanceDeadline`): the server decides on its own facts and records what it
-//! sent in the same row and transaction, so each reminder and escalation fires once whatever
-//! happens to workflows and workers. That decision also marks the row for its next action's
+//! marked and is tried again, so no change is lost. The mark then moves to the next action's
 //! time, when the leader hands the facts over again: a workflow lost meanwhile is started
-//! anew.
+//! anew. When the workflow's timer fires it calls back (`Tasks.AdvanceDeadline`): the server
+//! decides on its own facts and records what it sent in the same row and transaction, so each
+//! reminder and escalation fires once whatever happens to workflows and workers, and the
+//! workflow adopts the server's answer.
 //!
 //! Recurrences: the leader keeps one Temporal Schedule per enabled rule, reconciled when rules
 //! change and every half minute; each run creates its task through `Tasks.CreateTask`.
@@ -24,12 +24,15 @@ use taskflow_workflows::{ServerAddress, TemporalConfig, WorkerHandle, Workflows,
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::deadlines::logic::Next;
 use crate::events::relay::take_lease;
 use crate::now_ms;
 use crate::store::Store;
 
 /// Deadlines handed over per round.
 const BATCH: usize = 100;
+/// When a deadline whose action is due now is handed over again, should it still be pending.
+const RECHECK_MS: i64 = 60_000;
 /// The longest wait between two tries at reaching Temporal.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -192,8 +195,16 @@ async fn hand_over(
         .track_deadline(facts)
         .await
         .map_err(|e| e.to_string())?;
+    // Looked at again when its next action is due (or, if that is now, in a while): a
+    // workflow lost by then is started anew.
+    let now = now_ms();
+    let again = match crate::deadlines::logic::next(&deadline, &done, now) {
+        Next::At(at, _) => Some(at),
+        Next::Now(_) => Some(now + RECHECK_MS),
+        Next::Nothing => None,
+    };
     store
-        .deadline_handed_over(&row, default_remind_before_ms)
+        .deadline_handed_over(&row, default_remind_before_ms, again)
         .await
         .map_err(|e| e.to_string())
 }

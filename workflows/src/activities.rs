@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use taskflow_grpc::tasks::tasks_client::TasksClient;
 use taskflow_grpc::tasks::{AdvanceDeadlineRequest, CreateTaskRequest};
+use taskflow_proto::deadlines::{Deadline, Progress};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -31,11 +32,14 @@ pub struct AdvanceDeadline {
     pub at_ms: i64,
 }
 
-/// What the server did: it sends each at most once per due date.
+/// What the server did (it sends each at most once per due date), and the deadline as it knows
+/// it afterwards, which the workflow adopts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fired {
     pub reminded: bool,
     pub escalated: bool,
+    pub deadline: Deadline,
+    pub done: Progress,
 }
 
 /// Make the task of one run of a recurrence rule.
@@ -105,6 +109,15 @@ impl ServerActivities {
         Ok(Fired {
             reminded: response.reminded,
             escalated: response.escalated,
+            deadline: Deadline {
+                due: response.due_at_ms,
+                finished: response.finished,
+                remind_before: response.remind_before_ms,
+            },
+            done: Progress {
+                reminded_for: response.reminded_for_ms,
+                escalated_for: response.escalated_for_ms,
+            },
         })
     }
 

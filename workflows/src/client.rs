@@ -107,7 +107,7 @@ impl Workflows {
             return match handle
                 .signal(
                     TaskManagementWorkflow::changed,
-                    task.deadline,
+                    task,
                     WorkflowSignalOptions::default(),
                 )
                 .await
@@ -116,14 +116,13 @@ impl Workflows {
                 Err(e) => Err(temporal(e)),
             };
         }
-        let deadline = task.deadline;
         let options = WorkflowStartOptions::new(self.task_queue.clone(), id).build();
         self.client
             .signal_with_start_workflow(
                 TaskManagementWorkflow::run,
-                task,
+                task.clone(),
                 TaskManagementWorkflow::changed,
-                deadline,
+                task,
                 options,
             )
             .await
@@ -174,9 +173,12 @@ impl Workflows {
             .map(|rule| (rule.schedule_id(&self.task_queue), rule))
             .collect();
         let existing: BTreeSet<String> = self.schedule_ids().await?.into_iter().collect();
-        for (id, rule) in &wanted {
-            if !existing.contains(id) {
-                self.create_schedule(id, rule).await?;
+        // A rule Temporal refuses is skipped (and said), so it cannot hold up the others.
+        let mut refused = None;
+        for (id, rule) in wanted.iter().filter(|(id, _)| !existing.contains(*id)) {
+            if let Err(e) = self.create_schedule(id, rule).await {
+                tracing::warn!(recurrence = %rule.id, error = %e, "creating its Schedule failed");
+                refused = Some(e);
             }
         }
         for id in existing.iter().filter(|id| !wanted.contains_key(*id)) {
@@ -191,7 +193,7 @@ impl Workflows {
                 Err(e) => return Err(temporal(e)),
             }
         }
-        Ok(())
+        refused.map_or(Ok(()), Err)
     }
 
     async fn create_schedule(&self, id: &str, rule: &RecurrenceSpec) -> Result<(), WorkflowsError> {

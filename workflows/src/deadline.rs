@@ -5,8 +5,9 @@
 //! [`deadlines::next`] what comes next: it sleeps on a durable timer until then, unless a
 //! signal brings new facts first (the due date moved, the task done or archived), and when the
 //! time comes has the server act (`Tasks.AdvanceDeadline`, which sends each reminder and
-//! escalation once per due date whatever happens to this workflow). It ends when nothing is
-//! left to do: the task is finished, has no due date, or was escalated.
+//! escalation once per due date whatever happens to this workflow) and adopts the server's
+//! answer: its facts and its record of what was sent. It ends when nothing is left to do: the
+//! task is finished, has no due date, or was escalated.
 
 // The SDK's macros generate types (one per workflow method or activity) without `Debug`.
 #![allow(missing_debug_implementations)]
@@ -61,7 +62,7 @@ impl TaskManagementWorkflow {
             let now = millis(ctx.workflow_time())?;
             match deadlines::next(&task.deadline, &task.done, now) {
                 Next::Nothing => return Ok(task.done),
-                Next::Now(action) => {
+                Next::Now(_) => {
                     let request = AdvanceDeadline {
                         project_id: task.project_id.clone(),
                         task_id: task.task_id.clone(),
@@ -71,15 +72,20 @@ impl TaskManagementWorkflow {
                     let outcome = ctx
                         .execute_activity(ServerActivities::advance_deadline, request, options)
                         .await;
-                    if outcome.is_err() {
+                    let Ok(fired) = outcome else {
                         // Only what retrying cannot mend fails for good (the server no longer
                         // knows the task's deadline: the task is gone): nothing left to do.
                         return Ok(task.done);
-                    }
-                    // Recorded for the due date it was decided for, so a date that moved
-                    // meanwhile is still looked after.
+                    };
+                    // The server decided on what it knows and recorded what it sent: that is
+                    // the truth from here, unless newer facts came by signal meanwhile.
                     ctx.state_mut(|s| {
-                        s.task.done = deadlines::record(&task.deadline, s.task.done, action);
+                        if s.version == version {
+                            s.task.deadline = fired.deadline;
+                            s.task.done = fired.done;
+                        } else {
+                            s.task.done = merge(s.task.deadline.due, s.task.done, fired.done);
+                        }
                     });
                 }
                 Next::At(at, _) => {
@@ -93,10 +99,12 @@ impl TaskManagementWorkflow {
         }
     }
 
-    /// New facts about the task (from its latest event).
+    /// The task's deadline as the server knows it now: its facts (from the latest event) and
+    /// what was sent.
     #[signal(name = "deadline_changed")]
-    pub fn changed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, deadline: Deadline) {
-        self.task.deadline = deadline;
+    pub fn changed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, known: TaskDeadline) {
+        self.task.done = merge(known.deadline.due, self.task.done, known.done);
+        self.task.deadline = known.deadline;
         self.version += 1;
     }
 
@@ -107,9 +115,41 @@ impl TaskManagementWorkflow {
     }
 }
 
+/// What was sent for the due date `due`, from two records of it (either may be the newer).
+fn merge(due: Option<Millis>, ours: Progress, theirs: Progress) -> Progress {
+    let pick = |a: Option<Millis>, b: Option<Millis>| if a == due { a } else { b.or(a) };
+    Progress {
+        reminded_for: pick(ours.reminded_for, theirs.reminded_for),
+        escalated_for: pick(ours.escalated_for, theirs.escalated_for),
+    }
+}
+
 fn millis(time: Option<SystemTime>) -> WorkflowResult<Millis> {
     let since_epoch = time
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .ok_or_else(|| ApplicationFailure::new(anyhow::anyhow!("the workflow has no time")))?;
     Ok(Millis::try_from(since_epoch.as_millis()).unwrap_or(Millis::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_for_the_current_due_date_wins_from_either_side() {
+        let (old, due) = (Some(1_000), Some(2_000));
+        let ours = Progress {
+            reminded_for: due,
+            escalated_for: old,
+        };
+        let theirs = Progress {
+            reminded_for: old,
+            escalated_for: due,
+        };
+        let merged = merge(due, ours, theirs);
+        assert_eq!((merged.reminded_for, merged.escalated_for), (due, due));
+        // Neither for the current date: the other side's record (the newer one) stays.
+        let moved = merge(Some(3_000), ours, theirs);
+        assert_eq!((moved.reminded_for, moved.escalated_for), (old, due));
+    }
 }

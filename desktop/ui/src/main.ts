@@ -503,6 +503,14 @@ function findCard(id: string | null): Card | undefined {
   return undefined;
 }
 
+/** Puts what a command answered for a card in place of what was shown. */
+function replaceCard(card: Card) {
+  if (!state.board) return;
+  for (const column of state.board.columns) {
+    column.cards = column.cards.map((c) => (c.id === card.id ? card : c));
+  }
+}
+
 function openCard(id: string | null) {
   state.openCard = id;
   if (state.boardId) void attempt(() => api.setViewing(state.boardId!, id));
@@ -554,10 +562,13 @@ function renderPanel() {
         h("input", {
           type: "checkbox",
           checked: card.assignees.includes(m.userId),
-          onchange: (e: Event) => {
+          onchange: async (e: Event) => {
             const on = (e.target as HTMLInputElement).checked;
-            const next = on ? [...card.assignees, m.userId] : card.assignees.filter((a) => a !== m.userId);
-            void save({ assignees: next });
+            // From the card as it is now (an earlier click, or a teammate, may have changed it).
+            const current = findCard(card.id)?.assignees ?? card.assignees;
+            const next = on ? [...new Set([...current, m.userId])] : current.filter((a) => a !== m.userId);
+            const saved = await save({ assignees: next });
+            if (saved) replaceCard(saved);
           },
         }),
         m.name,
@@ -570,11 +581,9 @@ function renderPanel() {
     const body = comment.value;
     comment.value = "";
     const commented = await attempt(() => api.addComment(board, card.id, body));
-    if (!commented || !state.board) return;
+    if (!commented) return;
     // Shown at once, and the box ready for the next one.
-    for (const column of state.board.columns) {
-      column.cards = column.cards.map((c) => (c.id === commented.id ? commented : c));
-    }
+    replaceCard(commented);
     renderPanel();
     (document.querySelector(".panel textarea[name=comment]") as HTMLTextAreaElement | null)?.focus();
   };

@@ -295,5 +295,7 @@ async fn remove(
     let project = project_of(&shared, &project, &user, true).await?;
     rule_of(&shared, &project.id, &rule).await?;
     shared.identity.store().delete_recurrence(&rule).await?;
+    // Its Temporal Schedule goes (when deadlines run on Temporal).
+    shared.recurrences_wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -65,8 +65,9 @@ macro_rules! deadline_row {
 }
 
 impl Store {
-    /// Records what an event told of a task's deadline and asks the scheduler to decide again
-    /// (`next_at` = `now`). A task that never had a due date gets no row.
+    /// Records what an event told of a task's deadline and, when its due date or whether it is
+    /// finished changed, asks the scheduler to decide again (`next_at` = `now`). A task that
+    /// never had a due date gets no row.
     #[allow(clippy::too_many_arguments)]
     pub async fn note_deadline(
         &self,
@@ -83,10 +84,15 @@ impl Store {
                  next_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
              ON CONFLICT (project_id, task_id) DO UPDATE SET workspace_id = $3, due_at = $4,
-                 finished = $5, task = $6, next_at = $7, updated_at = $7"
+                 finished = $5, task = $6, updated_at = $7,
+                 next_at = CASE WHEN deadlines.due_at IS DISTINCT FROM $4
+                                  OR deadlines.finished <> $5 THEN $7
+                                ELSE deadlines.next_at END"
         } else {
             "UPDATE deadlines SET workspace_id = $3, due_at = $4, finished = $5, task = $6,
-                 next_at = $7, updated_at = $7
+                 updated_at = $7,
+                 next_at = CASE WHEN due_at IS DISTINCT FROM $4 OR finished <> $5 THEN $7
+                                ELSE next_at END
              WHERE project_id = $1 AND task_id = $2"
         };
         with_pool!(self, |pool, sql| {
@@ -220,26 +226,35 @@ impl Store {
         })
     }
 
-    /// Clears the mark of a deadline whose facts were handed to its Temporal workflow, unless
-    /// newer facts came meanwhile (another event, or a new reminder offset for the workspace).
+    /// Records that a deadline's facts were handed to its Temporal workflow: its mark becomes
+    /// `next_at` (the time of its next action, when the leader hands the facts over again, so a
+    /// workflow lost meanwhile is started anew; `None` when nothing is left to do). Unless newer
+    /// facts came meanwhile (a due date, finishing, or a new reminder offset for the workspace):
+    /// then the mark stays for them.
     pub async fn deadline_handed_over(
         &self,
         handed: &DeadlineRow,
         default_remind_before_ms: i64,
+        next_at: Option<i64>,
     ) -> Result<(), StoreError> {
         with_pool!(self, |pool, sql| {
             sqlx::query(&sql(
-                "UPDATE deadlines SET next_at = NULL
-                 WHERE project_id = $1 AND task_id = $2 AND next_at = $3 AND task = $4
+                "UPDATE deadlines SET next_at = $7
+                 WHERE project_id = $1 AND task_id = $2 AND next_at = $3
+                   AND due_at IS NOT DISTINCT FROM $4
+                   AND (finished OR EXISTS (SELECT 1 FROM projects p
+                        WHERE p.id = deadlines.project_id AND p.archived_at IS NOT NULL)) = $8
                    AND COALESCE((SELECT s.remind_before_ms FROM workspace_settings s
                                  WHERE s.workspace_id = deadlines.workspace_id), $6) = $5",
             ))
             .bind(&handed.project_id)
             .bind(&handed.task_id)
             .bind(handed.next_at)
-            .bind(&handed.task)
+            .bind(handed.due_at)
             .bind(handed.remind_before_ms)
             .bind(default_remind_before_ms)
+            .bind(next_at)
+            .bind(handed.finished)
             .execute(pool)
             .await?;
             Ok(())

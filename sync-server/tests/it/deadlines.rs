@@ -321,7 +321,7 @@ async fn a_handed_over_mark_stays_when_newer_facts_came(backend: Backend) {
     let handed = store.deadline("p", "t", default).await.expect("read");
     let handed = handed.expect("recorded");
 
-    // Another event meanwhile (in the same millisecond, even): still marked.
+    // Another due date meanwhile (in the same millisecond, even): still marked.
     store
         .note_deadline(
             "p",
@@ -335,7 +335,7 @@ async fn a_handed_over_mark_stays_when_newer_facts_came(backend: Backend) {
         .await
         .expect("noted");
     store
-        .deadline_handed_over(&handed, default)
+        .deadline_handed_over(&handed, default, None)
         .await
         .expect("cleared");
     assert!(marked(
@@ -350,22 +350,34 @@ async fn a_handed_over_mark_stays_when_newer_facts_came(backend: Backend) {
         .await
         .expect("set");
     store
-        .deadline_handed_over(&newer, default)
+        .deadline_handed_over(&newer, default, None)
         .await
         .expect("cleared");
     assert!(marked(
         store.deadline("p", "t", default).await.expect("read")
     ));
 
-    // The facts as they are now, handed over: the mark goes.
+    // The facts as they are now, handed over: the mark moves to the next action's time.
     let current = store.deadline("p", "t", default).await.expect("read");
     let current = current.expect("recorded");
     store
-        .deadline_handed_over(&current, default)
+        .deadline_handed_over(&current, default, Some(5_000))
         .await
         .expect("cleared");
-    assert!(!marked(
-        store.deadline("p", "t", default).await.expect("read")
-    ));
+    let row = store.deadline("p", "t", default).await.expect("read");
+    assert_eq!(
+        row.expect("recorded").next_at,
+        Some(5_000),
+        "looked at again then"
+    );
+
+    // An event that changes neither the due date nor finishing asks nothing new.
+    let same_facts = r#"{"v":3}"#;
+    store
+        .note_deadline("p", "t", &workspace, Some(6_000), false, same_facts, 2_000)
+        .await
+        .expect("noted");
+    let row = store.deadline("p", "t", default).await.expect("read");
+    assert_eq!(row.expect("recorded").next_at, Some(5_000));
     store.close().await;
 }

@@ -258,8 +258,9 @@ async fn advance_deadline_fires_each_action_once(backend: Backend) {
     let body = json!({ "workspaceId": owner.workspace_id, "name": "Deadlines" });
     let project = rest(owner, Method::POST, "/api/v1/projects", body).await;
     let project = project["id"].as_str().expect("id").to_owned();
-    // Due in two days: nothing is due yet by the server's clock (the reminder is a day away).
-    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48);
+    // Due in five minutes: not overdue by the server's clock (the embedded scheduler may send
+    // the reminder meanwhile), but by the caller's, which may run up to ten minutes ahead.
+    let due = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(5);
     let due = due.round(jiff::Unit::Second).expect("rounds");
     let body = json!({ "projectId": project, "title": "Renew", "due": due.to_string() });
     let task = rest(owner, Method::POST, "/api/v1/tasks", body).await;
@@ -294,16 +295,34 @@ async fn advance_deadline_fires_each_action_once(backend: Backend) {
         .expect("answered")
         .into_inner();
     assert!(!again.escalated && !again.reminded, "{again:?}");
-    let events = server
-        .store
-        .published_events(0, 10_000)
-        .await
-        .expect("events");
-    let overdue = events
-        .iter()
-        .filter(|e| e.event.key == task && e.event.kind == "task.overdue")
-        .count();
+    // Published by the relay, once.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let overdue = loop {
+        let events = server
+            .store
+            .published_events(0, 10_000)
+            .await
+            .expect("events");
+        let overdue = events
+            .iter()
+            .filter(|e| e.event.key == task && e.event.kind == "task.overdue")
+            .count();
+        if overdue > 0 || tokio::time::Instant::now() > deadline {
+            break overdue;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(overdue, 1);
+    // A caller's clock an hour ahead is refused.
+    let skewed = AdvanceDeadlineRequest {
+        at_ms: due.as_millisecond() + 3_600_000,
+        ..advance(&task)
+    };
+    let refused = client
+        .advance_deadline(call(skewed, Some(INTERNAL_TOKEN)))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
 
     let refused = client
         .advance_deadline(call(advance(&task), None))
