@@ -12,6 +12,8 @@
 //! reminder and escalation fires once whatever happens to workflows and workers, and the
 //! workflow adopts the server's answer.
 //!
+//! The in-process worker is started again should its run loop end by itself.
+//!
 //! Recurrences: the leader keeps one Temporal Schedule per enabled rule, reconciled when rules
 //! change and every half minute; each run creates its task through `Tasks.CreateTask`.
 
@@ -33,6 +35,8 @@ use crate::store::Store;
 const BATCH: usize = 100;
 /// When a deadline whose action is due now is handed over again, should it still be pending.
 const RECHECK_MS: i64 = 60_000;
+/// The pause before a worker that stopped by itself is started again.
+const RESTART_PAUSE: Duration = Duration::from_secs(2);
 /// The longest wait between two tries at reaching Temporal.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -61,25 +65,19 @@ pub async fn run(
     else {
         return;
     };
-    let worker = match setup.worker {
-        Some(server) => {
-            let config = setup.config.clone();
-            let started = retrying("starting the Temporal worker", &stop, || {
-                worker::start(config.clone(), server.clone())
-            })
-            .await;
-            let Some(worker) = started else { return };
-            Some(worker)
-        }
-        None => None,
-    };
     tracing::info!(
         address = %setup.config.address,
         task_queue = %setup.config.task_queue,
-        worker = worker.is_some(),
+        worker = setup.worker.is_some(),
         "deadlines and recurrences run on Temporal"
     );
+    let worker = async {
+        if let Some(server) = &setup.worker {
+            run_worker(&setup.config, server, &stop).await;
+        }
+    };
     tokio::join!(
+        worker,
         hand_over_deadlines(
             &store,
             &workflows,
@@ -89,8 +87,30 @@ pub async fn run(
         ),
         keep_schedules(&store, &workflows, &recurrences_wake, &stop),
     );
-    if let Some(worker) = worker {
-        stop_worker(worker).await;
+}
+
+/// Keeps an in-process worker running until `stop`: started again should it end by itself.
+async fn run_worker(config: &TemporalConfig, server: &ServerAddress, stop: &CancellationToken) {
+    loop {
+        let started = retrying("starting the Temporal worker", stop, || {
+            worker::start(config.clone(), server.clone())
+        })
+        .await;
+        let Some(mut worker) = started else { return };
+        tokio::select! {
+            () = worker.ended() => {
+                tracing::warn!("the Temporal worker stopped by itself; starting it again");
+                stop_worker(worker).await;
+                tokio::select! {
+                    () = tokio::time::sleep(RESTART_PAUSE) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+            () = stop.cancelled() => {
+                stop_worker(worker).await;
+                return;
+            }
+        }
     }
 }
 

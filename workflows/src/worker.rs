@@ -17,6 +17,8 @@ use crate::{ServerAddress, TemporalConfig};
 pub struct WorkerHandle {
     shutdown: Box<dyn Fn() + Send + Sync>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Closed when the worker's thread ends.
+    ended: oneshot::Receiver<()>,
 }
 
 impl std::fmt::Debug for WorkerHandle {
@@ -26,6 +28,11 @@ impl std::fmt::Debug for WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// Resolves when the worker stops by itself (its run loop failed): it no longer polls.
+    pub async fn ended(&mut self) {
+        let _ = (&mut self.ended).await;
+    }
+
     /// Asks the worker to stop polling and finish what it runs, and waits for it on a
     /// blocking thread.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -49,9 +56,12 @@ pub async fn start(
     server: ServerAddress,
 ) -> anyhow::Result<WorkerHandle> {
     let (ready, started) = oneshot::channel();
+    let (end, ended) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("temporal-worker".into())
         .spawn(move || -> anyhow::Result<()> {
+            // Dropped however the thread ends, which tells `ended`.
+            let _end = end;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -77,6 +87,7 @@ pub async fn start(
     Ok(WorkerHandle {
         shutdown,
         thread: Some(thread),
+        ended,
     })
 }
 

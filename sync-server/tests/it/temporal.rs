@@ -379,3 +379,15 @@ async fn schedules_until(workflows: &Workflows, ready: impl Fn(&[String]) -> boo
     let listed = async || workflows.schedule_ids().await.expect("listed");
     eventually("the Schedules", every, listed, |ids| ready(ids)).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_apart_need_the_servers_grpc_address() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = db.config();
+    config.temporal_address = Some("127.0.0.1:7233".into());
+    config.temporal_worker = false;
+    let refused = taskflow_sync_server::Server::open(&config)
+        .await
+        .expect_err("nothing could ever run its workflows");
+    assert!(refused.to_string().contains("--grpc-listen"), "{refused:#}");
+}
