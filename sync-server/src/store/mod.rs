@@ -27,40 +27,29 @@ macro_rules! with_pool {
     };
 }
 
+/// A write transaction, once begun.
+type WriteTransaction<'a, Db> =
+    futures_util::future::BoxFuture<'a, Result<sqlx::Transaction<'static, Db>, sqlx::Error>>;
+
 /// Begins a transaction that writes. On SQLite it takes the write lock at once (`BEGIN
 /// IMMEDIATE`), waiting its turn behind other writers: a deferred transaction that reads
 /// before it writes would instead fail outright (`SQLITE_BUSY_SNAPSHOT`) whenever another
 /// writer commits in between.
 trait BeginWrite {
     type Db: sqlx::Database;
-    fn begin_write(
-        &self,
-    ) -> futures_util::future::BoxFuture<
-        '_,
-        Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>,
-    >;
+    fn begin_write(&self) -> WriteTransaction<'_, Self::Db>;
 }
 
 impl BeginWrite for sqlx::SqlitePool {
     type Db = sqlx::Sqlite;
-    fn begin_write(
-        &self,
-    ) -> futures_util::future::BoxFuture<
-        '_,
-        Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>,
-    > {
+    fn begin_write(&self) -> WriteTransaction<'_, Self::Db> {
         Box::pin(self.begin_with("BEGIN IMMEDIATE"))
     }
 }
 
 impl BeginWrite for sqlx::PgPool {
     type Db = sqlx::Postgres;
-    fn begin_write(
-        &self,
-    ) -> futures_util::future::BoxFuture<
-        '_,
-        Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>,
-    > {
+    fn begin_write(&self) -> WriteTransaction<'_, Self::Db> {
         Box::pin(self.begin())
     }
 }
