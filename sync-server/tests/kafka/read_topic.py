@@ -1,7 +1,8 @@
 """An independent Kafka reader for the tests (confluent-kafka, not the server's client).
 
-Usage: read_topic.py BROKERS TOPIC COUNT TIMEOUT_SECONDS
-Reads TOPIC from its beginning under a fresh consumer group until COUNT records arrived or
+Usage: read_topic.py BROKERS TOPIC COUNT TIMEOUT_SECONDS [distinct]
+Reads TOPIC from its beginning under a fresh consumer group until COUNT records arrived (with
+`distinct`: COUNT records of distinct event ids, so redelivered duplicates do not count) or
 TIMEOUT_SECONDS passed, and prints one JSON object per record:
 {"key", "value", "partition", "offset", "headers"}.
 """
@@ -15,6 +16,8 @@ from confluent_kafka import Consumer, KafkaError
 
 def main():
     brokers, topic, count, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    distinct = len(sys.argv) > 5 and sys.argv[5] == "distinct"
+    ids = set()
     consumer = Consumer({
         "bootstrap.servers": brokers,
         "group.id": f"reader-{uuid.uuid4()}",
@@ -41,7 +44,11 @@ def main():
                 "offset": message.offset(),
                 "headers": headers,
             }), flush=True)
-            seen += 1
+            if distinct:
+                ids.add(json.loads(message.value()).get("id"))
+                seen = len(ids)
+            else:
+                seen += 1
     finally:
         consumer.close()
 
