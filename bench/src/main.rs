@@ -137,6 +137,16 @@ impl ServerUnderTest {
                 let mut c = Command::new(server_bin);
                 c.args(["--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
                 c.env("TASKFLOW_LOG", "warn").env_remove("DATABASE_URL");
+                // One load generator is one user at one address: measure the server, not its
+                // REST limits.
+                for limit in [
+                    "TASKFLOW_API_RATE_PER_ADDRESS",
+                    "TASKFLOW_API_BURST_PER_ADDRESS",
+                    "TASKFLOW_API_RATE_PER_USER",
+                    "TASKFLOW_API_BURST_PER_USER",
+                ] {
+                    c.env(limit, "1000000000");
+                }
                 c.envs(env.iter().copied());
                 if let Some(url) = database_url {
                     c.arg("--database-url").arg(url);

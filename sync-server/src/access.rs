@@ -159,7 +159,11 @@ impl AccessFeed {
     /// A feed shared with every node that uses `channel` on the Redis at `url`.
     pub async fn shared(url: &str, channel: String) -> redis::RedisResult<AccessFeed> {
         let client = redis::Client::open(url)?;
-        let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+        let conn = redis::aio::ConnectionManager::new_with_config(
+            client.clone(),
+            crate::auth::redis_state::manager_config(),
+        )
+        .await?;
         let local = broadcast::channel(FEED_CAPACITY).0;
         let node = uuid::Uuid::new_v4().to_string();
         let mut pubsub = client.get_async_pubsub().await?;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 
+use crate::resilience::Breaker;
+
 /// How long an entry lives at most: a bound on staleness should an invalidation be lost
 /// (Redis unreachable at that moment).
 const ENTRY_TTL: Duration = Duration::from_secs(60);
@@ -38,6 +40,8 @@ pub enum ProjectCache {
     Redis {
         conn: ConnectionManager,
         prefix: String,
+        /// Invalidations run on the document actors' path: a hung Redis must not hold them.
+        breaker: Arc<Breaker>,
     },
 }
 
@@ -80,10 +84,11 @@ impl ProjectCache {
     }
 
     /// A cache shared through Redis; `prefix` names the database (see `RedisState::prefix`).
-    pub fn redis(conn: ConnectionManager, prefix: &str) -> ProjectCache {
+    pub fn redis(conn: ConnectionManager, prefix: &str, breaker: Arc<Breaker>) -> ProjectCache {
         ProjectCache::Redis {
             conn,
             prefix: prefix.to_owned(),
+            breaker,
         }
     }
 
@@ -97,11 +102,17 @@ impl ProjectCache {
                     _ => Lookup::Miss(ticket),
                 }
             }
-            ProjectCache::Redis { conn, prefix } => {
+            ProjectCache::Redis {
+                conn,
+                prefix,
+                breaker,
+            } => {
                 let mut conn = conn.clone();
                 let keys = [value_key(prefix, project), generation_key(prefix, project)];
-                let read: redis::RedisResult<(Option<String>, Option<u64>)> =
-                    redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
+                let mut mget = redis::cmd("MGET");
+                mget.arg(&keys);
+                let read: Result<(Option<String>, Option<u64>), _> =
+                    breaker.call(mget.query_async(&mut conn)).await;
                 match read {
                     Ok((Some(value), _)) => Lookup::Hit(value),
                     Ok((None, generation)) => Lookup::Miss(Ticket(Some(generation.unwrap_or(0)))),
@@ -142,16 +153,20 @@ impl ProjectCache {
                     entry.value = Some((value, Instant::now()));
                 }
             }
-            ProjectCache::Redis { conn, prefix } => {
+            ProjectCache::Redis {
+                conn,
+                prefix,
+                breaker,
+            } => {
                 let mut conn = conn.clone();
-                let stored: redis::RedisResult<()> = redis::Script::new(PUT_IF_CURRENT)
-                    .key(value_key(prefix, project))
+                let script = redis::Script::new(PUT_IF_CURRENT);
+                let mut invocation = script.key(value_key(prefix, project));
+                invocation
                     .key(generation_key(prefix, project))
                     .arg(ticket)
                     .arg(value)
-                    .arg(ENTRY_TTL.as_millis() as u64)
-                    .invoke_async(&mut conn)
-                    .await;
+                    .arg(ENTRY_TTL.as_millis() as u64);
+                let stored: Result<(), _> = breaker.call(invocation.invoke_async(&mut conn)).await;
                 if let Err(e) = stored {
                     tracing::warn!(error = %e, "project cache: Redis write failed");
                 }
@@ -176,20 +191,23 @@ impl ProjectCache {
                 entry.invalidated_at = now;
                 entry.value = None;
             }
-            ProjectCache::Redis { conn, prefix } => {
+            ProjectCache::Redis {
+                conn,
+                prefix,
+                breaker,
+            } => {
                 let mut conn = conn.clone();
                 let generation = generation_key(prefix, project);
                 // The generation outlives any ticket by far; it only has to move.
-                let done: redis::RedisResult<()> = redis::pipe()
-                    .atomic()
+                let mut pipe = redis::pipe();
+                pipe.atomic()
                     .incr(&generation, 1)
                     .ignore()
                     .expire(&generation, 86_400)
                     .ignore()
                     .del(value_key(prefix, project))
-                    .ignore()
-                    .query_async(&mut conn)
-                    .await;
+                    .ignore();
+                let done: Result<(), _> = breaker.call(pipe.query_async(&mut conn)).await;
                 if let Err(e) = done {
                     tracing::warn!(error = %e, project, "project cache: Redis invalidation failed; the entry expires within a minute");
                 }

@@ -178,6 +178,35 @@ pub struct Config {
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. info or taskflow_sync_server=debug.
     #[arg(long, env = "TASKFLOW_LOG", default_value = "info")]
     pub log: String,
+
+    /// REST requests a client address earns back per second (shared by every node via Redis).
+    #[arg(long, env = "TASKFLOW_API_RATE_PER_ADDRESS", default_value_t = 100)]
+    pub api_rate_per_address: u32,
+
+    /// REST requests a client address may make at once.
+    #[arg(long, env = "TASKFLOW_API_BURST_PER_ADDRESS", default_value_t = 1000)]
+    pub api_burst_per_address: u32,
+
+    /// REST requests a signed-in user earns back per second.
+    #[arg(long, env = "TASKFLOW_API_RATE_PER_USER", default_value_t = 50)]
+    pub api_rate_per_user: u32,
+
+    /// REST requests a signed-in user may make at once.
+    #[arg(long, env = "TASKFLOW_API_BURST_PER_USER", default_value_t = 500)]
+    pub api_burst_per_user: u32,
+
+    /// Behind a proxy: take the client's address from the last `X-Forwarded-For` entry (the
+    /// one the proxy saw) rather than from the socket.
+    #[arg(long, env = "TASKFLOW_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+
+    /// How long a stopping server waits for its sockets to close and the outbox to drain, each.
+    #[arg(long, env = "TASKFLOW_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How log lines are written: `text`, or `json` (one object per line, for collectors).
+    #[arg(long, env = "TASKFLOW_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 impl Config {

@@ -24,16 +24,25 @@ use taskflow_proto::wire::{Message, PROTOCOL_V1, PeerMetadata};
 use taskflow_proto::{DocumentId, PeerId};
 
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument;
 
 use crate::access::{AccessChange, Role};
 use crate::auth::AuthUser;
 use crate::doc::{DocCommand, Open};
-use crate::link::{PeerLink, close_code};
+use crate::link::{ConnId, PeerLink, close_code};
 use crate::now_ms;
 use crate::server::Shared;
 
-pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
+pub async fn serve(socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
     let conn = shared.next_conn_id();
+    let span = tracing::info_span!("sync_connection", conn, user = %user.user_id);
+    connection(socket, shared, user, conn)
+        .instrument(span)
+        .await
+}
+
+async fn connection(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser, conn: ConnId) {
+    tracing::debug!("sync connection opened");
     let (link, mut outbox) = PeerLink::new(conn, &user.user_id, shared.limits.send_queue_bytes);
     let mut access = shared.access.subscribe();
     let token_left = Duration::from_millis((user.expires_at * 1000 - now_ms()).max(0) as u64);
@@ -81,6 +90,7 @@ pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
             }
             frame = outbox.recv() => match frame {
                 Some(frame) => {
+                    count_frame("out", frame.len());
                     if socket.send(WsMessage::Binary(frame.into())).await.is_err() {
                         break false;
                     }
@@ -91,7 +101,9 @@ pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
                 None | Some(Ok(WsMessage::Close(_))) => break false,
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     heard_from = tokio::time::Instant::now();
-                    session.on_frame(&bytes).await;
+                    count_frame("in", bytes.len());
+                    let span = tracing::info_span!("sync_message", bytes = bytes.len());
+                    session.on_frame(&bytes).instrument(span).await;
                 }
                 Some(Ok(WsMessage::Text(_))) => session.reject(
                     close_code::UNSUPPORTED_DATA,
@@ -112,6 +124,7 @@ pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
         }
     };
     let link = session.link.clone();
+    tracing::debug!(readable, "sync connection closing");
     session.end().await;
     send_close(&mut socket, &link, shared.registry.server_peer()).await;
     if readable {
@@ -127,6 +140,13 @@ pub async fn serve(mut socket: WebSocket, shared: Arc<Shared>, user: AuthUser) {
         })
         .await;
     }
+}
+
+/// Counts one protocol message (one binary frame) and its bytes.
+fn count_frame(direction: &'static str, bytes: usize) {
+    metrics::counter!(crate::telemetry::SYNC_MESSAGES, "direction" => direction).increment(1);
+    metrics::counter!(crate::telemetry::SYNC_BYTES, "direction" => direction)
+        .increment(bytes as u64);
 }
 
 /// How long a closing connection waits for the peer's close frame.

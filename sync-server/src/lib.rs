@@ -4,6 +4,7 @@
 //! - [`connection`]: one WebSocket peer — handshake, decoding, limits, routing to documents.
 //! - [`doc`]: the registry of document actors (one single writer per open document) and the
 //!   sans-IO document state they drive.
+//! - [`fanout`]: what one node's commits and presence tell the other nodes (Redis).
 //! - [`link`]: the bounded way back from a document to a peer.
 //! - [`store`]: durable storage, SQLite or PostgreSQL; the only module that writes SQL.
 //! - [`access`]: workspace roles and the permission matrix (pure functions).
@@ -22,11 +23,15 @@
 //! - `temporal` (feature `temporal`): deadlines and recurrences on Temporal instead, when
 //!   `TEMPORAL_ADDRESS` is set; the workflows are in `taskflow-workflows`.
 //! - [`grpc`]: the internal gRPC services (identity; tasks for the workflow workers).
+//! - [`ratelimit`]: the REST API's limits per client address and per user (Redis-shared).
+//! - [`resilience`]: circuit breakers around outbound dependencies.
 //! - [`idempotency`]: `Idempotency-Key` on POSTs.
 //! - [`cache`]: the project view cache (Redis or in process).
 //! - [`nul_guard`]: requests carrying NUL characters are refused at the door.
 //! - [`openapi`]: the OpenAPI document of the REST routes.
 //! - [`timer`]: the embedded schedulers' wait for their next timer row.
+//! - [`health`]: `/healthz` (alive) and `/readyz` (database, migrations, dependencies).
+//! - [`telemetry`]: logs, OTLP traces and Prometheus metrics (`/metrics`).
 //! - [`config`]: flags and environment.
 
 pub mod access;
@@ -37,17 +42,22 @@ pub mod connection;
 pub mod deadlines;
 pub mod doc;
 pub mod events;
+pub mod fanout;
 pub mod grpc;
+pub mod health;
 pub mod idempotency;
 pub mod link;
 pub mod notifications;
 pub mod nul_guard;
 pub mod openapi;
 pub mod projects;
+pub mod ratelimit;
 pub mod recurrences;
+pub mod resilience;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod telemetry;
 #[cfg(feature = "temporal")]
 pub mod temporal;
 pub mod timer;

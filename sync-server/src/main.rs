@@ -8,13 +8,8 @@ use tokio::net::TcpListener;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log).context("invalid --log filter")?,
-        )
-        // stdout carries only the "listening on" line that scripts read.
-        .with_writer(std::io::stderr)
-        .init();
+    // Kept to the end: dropping it flushes the traces not yet exported.
+    let _telemetry = taskflow_sync_server::telemetry::init(&config.log, config.log_format)?;
 
     let server = Server::open(&config).await.context("opening storage")?;
     let listener = TcpListener::bind(config.listen)

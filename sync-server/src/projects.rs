@@ -234,9 +234,14 @@ async fn create_board_document(
         .await?;
     let heads = doc.get_heads();
     let projection = crate::doc::projection::rebuild(doc.document(), &heads);
-    store
-        .append(&document_id, &changes, &heads, &projection, &[], now)
-        .await?;
+    let batch = crate::store::Batch {
+        base: &[],
+        changes: &changes,
+        heads: &heads,
+        projection: &projection,
+        events: &[],
+    };
+    store.append(&document_id, batch, now).await?;
     Ok(document_id)
 }
 

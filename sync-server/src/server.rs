@@ -27,18 +27,16 @@ use crate::auth::redis_state::RedisState;
 use crate::cache::ProjectCache;
 use crate::config::{Config, Limits};
 use crate::deadlines::{DeadlineConfig, DeadlineConsumer};
-use crate::doc::Registry;
+use crate::doc::{DocCommand, Open, Registry};
 use crate::events::consume::Consumer;
 use crate::events::webhooks::WebhookConsumer;
 use crate::events::{EventsConfig, Signals};
+use crate::fanout::{Fanout, Notice};
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::notifications::hub::{Hub, HubConfig};
 use crate::notifications::mailer::MailConfig;
 use crate::notifications::{NotificationConsumer, Notifier};
 use crate::store::Store;
-
-/// How long shutdown waits for connections to send their close frames.
-const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
 /// State every connection shares.
 #[derive(Debug)]
@@ -60,6 +58,10 @@ pub struct Shared {
     pub recurrences_wake: Arc<tokio::sync::Notify>,
     /// Wakes the outbox relay when something wrote events.
     pub signals: Signals,
+    /// What `/readyz` checks besides the database.
+    pub dependencies: crate::health::Dependencies,
+    /// The REST API's rate limits.
+    pub api_limits: crate::ratelimit::ApiLimits,
     pub shutdown: CancellationToken,
     peers: Mutex<HashMap<PeerId, PeerLink>>,
     next_conn: AtomicU64,
@@ -116,6 +118,8 @@ pub struct Server {
     webhooks_queued: Arc<tokio::sync::Notify>,
     /// How emails are sent, if they are.
     mail: Option<MailConfig>,
+    /// How long stopping waits for the sockets to close, and then for the outbox to drain.
+    drain: Duration,
     /// The internal gRPC address, bound, with the token its callers present.
     grpc: Option<(TcpListener, crate::config::Secret)>,
     /// Deadlines and recurrences on Temporal, when configured (the embedded schedulers
@@ -127,6 +131,8 @@ pub struct Server {
 impl Server {
     /// Opens the store (running migrations) and prepares the shared state.
     pub async fn open(config: &Config) -> anyhow::Result<Server> {
+        // Installed first, so everything from here on is counted.
+        crate::telemetry::metrics::handle();
         let store = Store::open(config.database_url.as_deref(), &config.data_dir).await?;
         let storage_id = StorageId::new(store.storage_id().await?);
         let server_peer = PeerId::new(format!("taskflow-server-{}", uuid::Uuid::new_v4()));
@@ -157,9 +163,15 @@ impl Server {
                 let hub_config = HubConfig {
                     route_ttl: config.notification_route_ttl,
                 };
-                Hub::shared(url, state.connection(), state.prefix(), hub_config)
-                    .await
-                    .with_context(|| format!("subscribing to Redis at {url}"))?
+                Hub::shared(
+                    url,
+                    state.connection(),
+                    state.prefix(),
+                    hub_config,
+                    state.breaker(),
+                )
+                .await
+                .with_context(|| format!("subscribing to Redis at {url}"))?
             }
             _ => Hub::local(),
         };
@@ -176,7 +188,7 @@ impl Server {
         let cache = redis
             .as_ref()
             .map_or_else(ProjectCache::local, |(state, _)| {
-                ProjectCache::redis(state.connection(), state.prefix())
+                ProjectCache::redis(state.connection(), state.prefix(), state.breaker())
             });
         let events = config.events_config();
         if events.kafka_brokers.is_some() && !cfg!(feature = "kafka") {
@@ -185,13 +197,32 @@ impl Server {
             );
         }
         let signals = Signals::default();
+        let (fanout, notices) = match (&redis, &config.redis_url) {
+            (Some((state, _)), Some(url)) => {
+                let (fanout, notices) =
+                    Fanout::shared(url, state.connection(), state.prefix(), state.breaker())
+                        .await
+                        .with_context(|| format!("subscribing to Redis at {url}"))?;
+                (fanout, Some(notices))
+            }
+            _ => (Fanout::local(), None),
+        };
         let registry = Registry::new(
             store.clone(),
             cache.clone(),
             signals.clone(),
+            fanout,
             config.doc_config(),
             server_peer,
         );
+        if let Some(notices) = notices {
+            tokio::spawn(deliver_notices(registry.clone(), notices));
+        }
+        let dependencies = crate::health::Dependencies {
+            redis: redis.as_ref().map(|(state, _)| state.connection()),
+            kafka: events.kafka_brokers.clone(),
+            temporal: config.temporal_address.clone(),
+        };
         let mut identity = crate::auth::Identity::new(
             store.clone(),
             secret.as_bytes(),
@@ -216,6 +247,12 @@ impl Server {
             deadlines_wake: deadlines_wake.clone(),
             recurrences_wake: Arc::new(tokio::sync::Notify::new()),
             signals: signals.clone(),
+            dependencies,
+            api_limits: crate::ratelimit::ApiLimits::new(
+                (config.api_rate_per_address, config.api_burst_per_address),
+                (config.api_rate_per_user, config.api_burst_per_user),
+                config.trust_forwarded_for,
+            ),
             shutdown: CancellationToken::new(),
             peers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -257,6 +294,7 @@ impl Server {
             ],
             webhooks_queued,
             mail,
+            drain: config.drain_timeout,
             grpc,
             #[cfg(feature = "temporal")]
             temporal,
@@ -298,6 +336,7 @@ impl Server {
             sink,
             self.signals.clone(),
             self.events.retention,
+            self.drain,
             stop.clone(),
         )));
         for consumer in &self.consumers {
@@ -371,7 +410,9 @@ impl Server {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/healthz", get(healthz))
+            .route("/healthz", get(crate::health::healthz))
+            .route("/readyz", get(crate::health::readyz))
+            .route("/metrics", get(crate::telemetry::metrics::render))
             .route("/api/v1/openapi.json", get(openapi))
             .route("/api/v1/sync", get(sync_socket))
             .merge(crate::auth::http::routes())
@@ -387,8 +428,14 @@ impl Server {
                 self.shared.clone(),
                 crate::idempotency::layer,
             ))
-            // Outermost: nothing carrying a NUL gets further.
+            .layer(axum::middleware::from_fn_with_state(
+                self.shared.clone(),
+                crate::ratelimit::layer,
+            ))
+            // Nothing carrying a NUL gets further.
             .layer(axum::middleware::from_fn(crate::nul_guard::layer))
+            // Outermost: every request is counted, timed and has its span.
+            .layer(axum::middleware::from_fn(crate::telemetry::http::observe))
             .with_state(self.shared.clone())
     }
 
@@ -430,19 +477,22 @@ impl Server {
             }
         }
         self.shared.connections.close();
-        if tokio::time::timeout(CONNECTION_DRAIN, self.shared.connections.wait())
+        if tokio::time::timeout(self.drain, self.shared.connections.wait())
             .await
             .is_err()
         {
             tracing::warn!("some connections did not close in time");
         }
         self.shared.registry.shutdown().await;
-        // After the documents: their last commits may have written events.
+        // After the documents: their last commits may have written events, which the relay
+        // publishes (for at most `drain`) before it stops.
         events_stop.cancel();
-        for task in event_tasks {
-            if tokio::time::timeout(CONNECTION_DRAIN, task).await.is_err() {
-                tracing::warn!("an event task did not stop in time");
-            }
+        let stopped = futures_util::future::join_all(event_tasks);
+        if tokio::time::timeout(self.drain + Duration::from_secs(1), stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some event tasks did not stop in time");
         }
         self.store.close().await;
         tracing::info!("stopped");
@@ -497,6 +547,22 @@ async fn temporal_setup(
     })
 }
 
+/// Hands what other nodes said about documents to those open here (dropped for the others).
+/// A notice waits for its document's actor alone, so one busy document holds up no other.
+async fn deliver_notices(
+    registry: Registry,
+    mut notices: tokio::sync::mpsc::Receiver<(taskflow_proto::DocumentId, Notice)>,
+) {
+    while let Some((id, notice)) = notices.recv().await {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            registry
+                .send(id, DocCommand::Remote(notice), Open::IfRunning)
+                .await
+        });
+    }
+}
+
 /// Rebuilds the projection of every board on the backlog (boards stored before the projection
 /// existed), one at a time, through each board's actor.
 async fn reproject_backlog(shared: Arc<Shared>, store: Store) {
@@ -523,10 +589,6 @@ async fn reproject_backlog(shared: Arc<Shared>, store: Store) {
 
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
-}
-
-async fn healthz() -> Json<body::Health> {
-    Json(body::Health { status: "ok" })
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
@@ -628,11 +690,6 @@ pub fn typed_problem(
 
 /// Response bodies, serialised with serde.
 mod body {
-    #[derive(Debug, serde::Serialize)]
-    pub struct Health {
-        pub status: &'static str,
-    }
-
     #[derive(Debug, serde::Serialize)]
     pub struct Problem<'a> {
         pub r#type: &'static str,

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deadlines::logic::Next;
 use crate::events::relay::take_lease;
 use crate::now_ms;
+use crate::resilience::{Breaker, BreakerConfig};
 use crate::store::Store;
 
 /// Deadlines handed over per round.
@@ -71,6 +72,10 @@ pub async fn run(
         worker = setup.worker.is_some(),
         "deadlines and recurrences run on Temporal"
     );
+    let temporal = Guarded {
+        workflows,
+        breaker: Breaker::new("temporal", BreakerConfig::SLOW),
+    };
     let worker = async {
         if let Some(server) = &setup.worker {
             run_worker(&setup.config, server, &stop).await;
@@ -80,13 +85,20 @@ pub async fn run(
         worker,
         hand_over_deadlines(
             &store,
-            &workflows,
+            &temporal,
             default_remind_before_ms,
             &deadlines_wake,
             &stop
         ),
-        keep_schedules(&store, &workflows, &recurrences_wake, &stop),
+        keep_schedules(&store, &temporal, &recurrences_wake, &stop),
     );
+}
+
+/// Temporal's client behind its circuit breaker: while Temporal is down, rounds fail at once
+/// and the marks wait, instead of every round waiting out the client's timeouts.
+struct Guarded {
+    workflows: Workflows,
+    breaker: Breaker,
 }
 
 /// Keeps an in-process worker running until `stop`: started again should it end by itself.
@@ -149,7 +161,7 @@ where
 /// The leader hands every marked deadline to its workflow.
 async fn hand_over_deadlines(
     store: &Store,
-    workflows: &Workflows,
+    workflows: &Guarded,
     default_remind_before_ms: i64,
     wake: &Notify,
     stop: &CancellationToken,
@@ -192,7 +204,7 @@ async fn hand_over_deadlines(
 
 async fn hand_over(
     store: &Store,
-    workflows: &Workflows,
+    temporal: &Guarded,
     default_remind_before_ms: i64,
     project: &str,
     task: &str,
@@ -211,8 +223,9 @@ async fn hand_over(
         deadline,
         done,
     };
-    workflows
-        .track_deadline(facts)
+    temporal
+        .breaker
+        .call(temporal.workflows.track_deadline(facts))
         .await
         .map_err(|e| e.to_string())?;
     // Looked at again when its next action is due (or, if that is now, in a while): a
@@ -232,7 +245,7 @@ async fn hand_over(
 /// The leader keeps the Schedules matching the enabled rules.
 async fn keep_schedules(
     store: &Store,
-    workflows: &Workflows,
+    workflows: &Guarded,
     wake: &Notify,
     stop: &CancellationToken,
 ) {
@@ -254,7 +267,7 @@ async fn keep_schedules(
     }
 }
 
-async fn reconcile(store: &Store, workflows: &Workflows) -> Result<(), String> {
+async fn reconcile(store: &Store, temporal: &Guarded) -> Result<(), String> {
     let rules = store
         .enabled_recurrences()
         .await
@@ -267,8 +280,9 @@ async fn reconcile(store: &Store, workflows: &Workflows) -> Result<(), String> {
             timezone: rule.timezone,
         })
         .collect();
-    workflows
-        .keep_schedules(&specs)
+    temporal
+        .breaker
+        .call(temporal.workflows.keep_schedules(&specs))
         .await
         .map_err(|e| e.to_string())
 }

@@ -1,11 +1,10 @@
 //! `/api/v1/auth/…`: register, login, refresh, logout, me. Errors are problem+json with stable
 //! `type` URIs; request bodies are JSON with no unknown fields.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{AuthError, AuthUser, TokenPair};
+use crate::ratelimit::ClientIp;
 use crate::server::{Shared, typed_problem};
 use crate::store::UserRow;
 
@@ -238,18 +238,18 @@ impl FromRequestParts<Arc<Shared>> for Authenticated {
             .ok_or(AuthError::Unauthenticated(
                 "send `Authorization: Bearer <access token>`",
             ))?;
-        Ok(Authenticated(
-            shared.identity.authenticate(token.trim()).await?,
-        ))
+        let user = shared.identity.authenticate(token.trim()).await?;
+        tracing::Span::current().record("user", user.user_id.as_str());
+        Ok(Authenticated(user))
     }
 }
 
 async fn register(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     request: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TokensJson>), ApiError> {
-    shared.identity.attempt(peer.ip(), None).await?;
+    shared.identity.attempt(peer, None).await?;
     let b = body(request)?;
     let pair = shared
         .identity
@@ -260,11 +260,11 @@ async fn register(
 
 async fn login(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(peer): ClientIp,
     request: Result<Json<LoginBody>, JsonRejection>,
 ) -> Result<Json<TokensJson>, ApiError> {
     let b = body(request)?;
-    shared.identity.attempt(peer.ip(), Some(&b.email)).await?;
+    shared.identity.attempt(peer, Some(&b.email)).await?;
     Ok(Json(
         shared.identity.login(&b.email, &b.password).await?.into(),
     ))

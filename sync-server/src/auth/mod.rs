@@ -204,7 +204,7 @@ impl Identity {
 
     /// One attempt from `key`'s bucket: in Redis when configured (in this process while Redis
     /// cannot be reached, so logins keep working).
-    async fn take(
+    pub(crate) async fn take(
         &self,
         bucket: &str,
         key: &str,
@@ -391,6 +391,15 @@ impl Identity {
             }
             Rotation::Invalid => Err(AuthError::RefreshInvalid),
         }
+    }
+
+    /// The user an access token names, if its signature and expiry check out (no session
+    /// lookup: for rate limits, which must not cost a database read per request).
+    pub fn token_subject(&self, token: &str) -> Option<String> {
+        self.keys
+            .verify(token, now_ms() / 1000)
+            .ok()
+            .map(|claims| claims.sub)
     }
 
     /// Checks an access token: signature, claims, expiry, session still live, not logged out.

@@ -14,6 +14,8 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 use super::limit::Rate;
+use crate::resilience::{Breaker, BreakerConfig, Failure};
+use std::sync::Arc;
 
 /// How long a node trusts a cached "session live" before asking SQL again.
 const SESSION_LIVE_FOR: Duration = Duration::from_secs(30);
@@ -36,12 +38,28 @@ redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
 return 0
 ";
 
+/// How a node's Redis connections reconnect: every second at the longest, each attempt and
+/// each command bounded, so a Redis that comes back is used again within about a second (the
+/// library's default backoff grows to minutes, and commands would wait on it).
+pub fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_max_delay(1_000)
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(2))
+}
+
 #[derive(Clone)]
 pub struct RedisState {
     conn: ConnectionManager,
     prefix: String,
     take: std::sync::Arc<redis::Script>,
+    /// Shared by everything this node asks Redis: a Redis that is down or hung is given up on
+    /// quickly, and callers fall back to SQL or to this node's own state.
+    breaker: Arc<Breaker>,
 }
+
+/// Why a Redis call failed.
+pub type RedisFailure = Failure<redis::RedisError>;
 
 impl std::fmt::Debug for RedisState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,12 +83,18 @@ impl RedisState {
     /// server uses, for the key prefix.
     pub async fn connect(url: &str, database: &str) -> redis::RedisResult<RedisState> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = ConnectionManager::new_with_config(client, manager_config()).await?;
         Ok(RedisState {
             conn,
             prefix: format!("taskflow:{database}:"),
             take: std::sync::Arc::new(redis::Script::new(TAKE)),
+            breaker: Arc::new(Breaker::new("redis", BreakerConfig::FAST)),
         })
+    }
+
+    /// The breaker every Redis call of this node goes through.
+    pub fn breaker(&self) -> Arc<Breaker> {
+        self.breaker.clone()
     }
 
     pub fn prefix(&self) -> &str {
@@ -88,14 +112,17 @@ impl RedisState {
         bucket: &str,
         key: &str,
         rate: Rate,
-    ) -> redis::RedisResult<Result<(), Duration>> {
+    ) -> Result<Result<(), Duration>, RedisFailure> {
         let mut conn = self.conn.clone();
-        let wait_ms: u64 = self
+        let mut invocation = self
             .take
-            .key(format!("{}limit:{bucket}:{key}", self.prefix))
+            .key(format!("{}limit:{bucket}:{key}", self.prefix));
+        invocation
             .arg(rate.every.as_millis() as u64)
-            .arg(rate.burst)
-            .invoke_async(&mut conn)
+            .arg(rate.burst);
+        let wait_ms: u64 = self
+            .breaker
+            .call(invocation.invoke_async(&mut conn))
             .await?;
         Ok(if wait_ms == 0 {
             Ok(())
@@ -105,21 +132,25 @@ impl RedisState {
     }
 
     /// Blacklists an access token for `left` (until it would have expired anyway).
-    pub async fn revoke_token(&self, jti: &str, left: Duration) -> redis::RedisResult<()> {
+    pub async fn revoke_token(&self, jti: &str, left: Duration) -> Result<(), RedisFailure> {
         let mut conn = self.conn.clone();
         let millis = left.as_millis().max(1) as u64;
-        conn.pset_ex::<_, _, ()>(self.revoked_key(jti), 1, millis)
+        let key = self.revoked_key(jti);
+        self.breaker
+            .call(conn.pset_ex::<_, _, ()>(key, 1, millis))
             .await
     }
 
-    pub async fn token_revoked(&self, jti: &str) -> redis::RedisResult<bool> {
+    pub async fn token_revoked(&self, jti: &str) -> Result<bool, RedisFailure> {
         let mut conn = self.conn.clone();
-        conn.exists(self.revoked_key(jti)).await
+        let key = self.revoked_key(jti);
+        self.breaker.call(conn.exists(key)).await
     }
 
-    pub async fn session(&self, session: &str) -> redis::RedisResult<SessionState> {
+    pub async fn session(&self, session: &str) -> Result<SessionState, RedisFailure> {
         let mut conn = self.conn.clone();
-        let value: Option<String> = conn.get(self.session_key(session)).await?;
+        let key = self.session_key(session);
+        let value: Option<String> = self.breaker.call(conn.get(key)).await?;
         Ok(match value.as_deref() {
             Some("live") => SessionState::Live,
             Some(_) => SessionState::Ended,
@@ -129,30 +160,27 @@ impl RedisState {
 
     /// Caches what SQL said of a session. "Live" never overwrites "ended": a node that read
     /// SQL just before another ended the session must not bring it back.
-    pub async fn cache_session(&self, session: &str, live: bool) -> redis::RedisResult<()> {
+    pub async fn cache_session(&self, session: &str, live: bool) -> Result<(), RedisFailure> {
         if !live {
             return self.end_session(session).await;
         }
         let mut conn = self.conn.clone();
-        redis::cmd("SET")
-            .arg(self.session_key(session))
+        let mut set = redis::cmd("SET");
+        set.arg(self.session_key(session))
             .arg("live")
             .arg("NX")
             .arg("EX")
-            .arg(SESSION_LIVE_FOR.as_secs())
-            .query_async::<()>(&mut conn)
-            .await
+            .arg(SESSION_LIVE_FOR.as_secs());
+        self.breaker.call(set.query_async::<()>(&mut conn)).await
     }
 
     /// Marks a session ended (after SQL has it so) for as long as it could have lived.
-    pub async fn end_session(&self, session: &str) -> redis::RedisResult<()> {
+    pub async fn end_session(&self, session: &str) -> Result<(), RedisFailure> {
         let mut conn = self.conn.clone();
-        conn.set_ex::<_, _, ()>(
-            self.session_key(session),
-            "ended",
-            super::SESSION_TTL.as_secs(),
-        )
-        .await
+        let key = self.session_key(session);
+        self.breaker
+            .call(conn.set_ex::<_, _, ()>(key, "ended", super::SESSION_TTL.as_secs()))
+            .await
     }
 
     fn revoked_key(&self, jti: &str) -> String {

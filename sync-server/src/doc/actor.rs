@@ -18,24 +18,40 @@ use taskflow_proto::DocumentId;
 use taskflow_proto::board::{CommentId, TaskId};
 use taskflow_proto::wire::{Message, SyncPayload};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::edit::{self, Applied, BoardEdit, EditError};
 use super::projection;
 use super::state::{DocState, load_document, new_change_actors};
-use super::{DocCommand, Registry};
+use super::{DocCommand, Queued, Registry};
 use crate::events::derive::{self, BoardRef, Merge};
+use crate::fanout::Notice;
 use crate::link::{ConnId, PeerLink, close_code};
 use crate::now_ms;
-use crate::store::{OutboxEvent, ProjectionDelta, StoredChange};
+use crate::store::{Batch, OutboxEvent, ProjectionDelta, StoreError, StoredChange};
+use crate::telemetry;
 
 /// Most commands applied before the batch is persisted and answered.
 const MAX_BATCH: usize = 256;
+/// Appends in a row refused because other nodes kept writing the document before ours could:
+/// past this the document is failed rather than retried for ever.
+const MAX_STALE_APPENDS: usize = 16;
+
+/// What storing a batch came to.
+enum Stored {
+    /// Nothing needed storing.
+    Nothing,
+    /// The batch's changes (or rebuilt projection) are committed.
+    Committed { changes: bool },
+    /// Another node stored changes of the document first: catch up and try again.
+    Stale,
+}
 
 pub(super) struct Actor {
     id: DocumentId,
     generation: u64,
     registry: Registry,
-    rx: mpsc::Receiver<DocCommand>,
+    rx: mpsc::Receiver<Queued>,
     /// `None` while nothing is known of the document (not stored, not announced).
     state: Option<DocState>,
     stopping: bool,
@@ -48,6 +64,8 @@ pub(super) struct Actor {
     /// The project whose board this is, once found: where its events come from, and whose
     /// cached view to drop.
     board: Option<BoardRef>,
+    /// Other nodes' changes were taken in since the last flush: every peer is answered.
+    caught_up: bool,
 }
 
 struct EditDone {
@@ -64,7 +82,7 @@ impl Actor {
         id: DocumentId,
         generation: u64,
         registry: Registry,
-        rx: mpsc::Receiver<DocCommand>,
+        rx: mpsc::Receiver<Queued>,
     ) -> Self {
         Self {
             id,
@@ -77,19 +95,24 @@ impl Actor {
             reproject: false,
             reprojected: Vec::new(),
             board: None,
+            caught_up: false,
         }
     }
 
     pub(super) async fn run(mut self) {
+        // Subscribed before the first read of the store, so no other node's commit falls
+        // between the two unheard.
+        self.registry.inner.fanout.open(self.id).await;
         let result = self.run_inner().await;
         if result.is_err() {
             self.fail_everyone();
         }
         self.registry.forget(self.id, self.generation);
+        self.registry.inner.fanout.close(self.id);
         // Commands that raced with our ending: after a failure their peers are told; after an
         // eviction they go to the document's next actor.
         self.rx.close();
-        while let Ok(command) = self.rx.try_recv() {
+        while let Ok(Queued { command, .. }) = self.rx.try_recv() {
             match command {
                 DocCommand::Sync { link, .. } if result.is_err() => {
                     link.close(
@@ -123,28 +146,40 @@ impl Actor {
                     Err(_) => break,
                 }
             }
-            let mut touched = HashSet::new();
-            for command in batch {
-                // A precondition is judged against stored versions: store what came before.
-                let conditional = matches!(
-                    &command,
-                    DocCommand::Edit {
-                        if_match: Some(_),
-                        ..
-                    }
-                );
-                if conditional && self.has_unstored() {
-                    self.flush(&touched).await?;
-                    touched.clear();
-                }
-                self.handle(command, &mut touched).await?;
+            let span = tracing::info_span!("batch", commands = batch.len());
+            for queued in &batch {
+                span.follows_from(&queued.origin);
             }
-            self.flush(&touched).await?;
+            let commands = batch.into_iter().map(|q| q.command).collect();
+            self.process(commands).instrument(span).await?;
             self.compact(false).await?;
             if self.stopping {
                 return Ok(());
             }
         }
+    }
+
+    /// Applies a batch of commands, then stores what it changed and answers.
+    async fn process(&mut self, batch: Vec<DocCommand>) -> Result<(), Fatal> {
+        let mut touched = HashSet::new();
+        let merging = std::time::Instant::now();
+        for command in batch {
+            // A precondition is judged against stored versions: store what came before.
+            let conditional = matches!(
+                &command,
+                DocCommand::Edit {
+                    if_match: Some(_),
+                    ..
+                }
+            );
+            if conditional && self.has_unstored() {
+                self.flush(&touched).await?;
+                touched.clear();
+            }
+            self.handle(command, &mut touched).await?;
+        }
+        metrics::histogram!(telemetry::MERGE_SECONDS).record(merging.elapsed().as_secs_f64());
+        self.flush(&touched).await
     }
 
     /// Reads the stored document (not materialised: see `DocState`).
@@ -195,7 +230,7 @@ impl Actor {
 
     /// Waits for the next command. With peers but no traffic, unloads the document after a
     /// while; with no peers, retires after the idle time (`Ok(None)`).
-    async fn next_command(&mut self) -> Result<Option<DocCommand>, Fatal> {
+    async fn next_command(&mut self) -> Result<Option<Queued>, Fatal> {
         let config = &self.registry.inner.config;
         let (unload_after, evict_after) = (config.unload_after, config.evict_after);
         loop {
@@ -249,24 +284,32 @@ impl Actor {
                 count,
                 data,
             } => {
-                let Some(state) = self.state.as_mut() else {
-                    return Ok(());
-                };
-                if !state.first_sighting(&sender_id, &session_id, count) {
-                    return Ok(());
-                }
-                for link in state.links().filter(|l| l.conn != from.conn) {
-                    let relay = Message::Ephemeral {
-                        sender_id: sender_id.clone(),
-                        target_id: link.peer_id.clone(),
-                        document_id: self.id,
-                        session_id: session_id.clone(),
+                if self.relay_ephemeral(Some(from.conn), &sender_id, &session_id, count, &data) {
+                    let notice = Notice::Ephemeral {
+                        sender_id,
+                        session_id,
                         count,
-                        data: data.clone(),
+                        data,
                     };
-                    link.send(relay.encode());
+                    self.registry.inner.fanout.publish(self.id, notice);
                 }
             }
+            DocCommand::Remote(notice) => match notice {
+                Notice::Changed { heads, .. } => {
+                    if !self.state.as_ref().is_some_and(|s| s.knows(&heads)) {
+                        self.catch_up().await?;
+                    }
+                }
+                Notice::Resync => self.catch_up().await?,
+                Notice::Ephemeral {
+                    sender_id,
+                    session_id,
+                    count,
+                    data,
+                } => {
+                    self.relay_ephemeral(None, &sender_id, &session_id, count, &data);
+                }
+            },
             DocCommand::Edit {
                 user,
                 edit,
@@ -288,6 +331,74 @@ impl Actor {
                 }
             }
             DocCommand::Shutdown => self.stopping = true,
+        }
+        Ok(())
+    }
+
+    /// Relays an ephemeral message to this node's peers of the document but its sender's
+    /// (`from`, none when it came from another node); false if it was seen already.
+    fn relay_ephemeral(
+        &mut self,
+        from: Option<ConnId>,
+        sender_id: &taskflow_proto::PeerId,
+        session_id: &str,
+        count: u64,
+        data: &[u8],
+    ) -> bool {
+        let Some(state) = self.state.as_mut() else {
+            return false;
+        };
+        if !state.first_sighting(sender_id, session_id, count) {
+            return false;
+        }
+        for link in state.links().filter(|l| Some(l.conn) != from) {
+            let relay = Message::Ephemeral {
+                sender_id: sender_id.clone(),
+                target_id: link.peer_id.clone(),
+                document_id: self.id,
+                session_id: session_id.to_owned(),
+                count,
+                data: data.to_vec(),
+            };
+            link.send(relay.encode());
+        }
+        true
+    }
+
+    /// Takes in what other nodes stored since this actor last read or wrote the document.
+    async fn catch_up(&mut self) -> Result<(), Fatal> {
+        let store = self.registry.inner.store.clone();
+        let Some(state) = self.state.as_mut() else {
+            // Nothing was known here: read it as a new actor does.
+            self.open().await?;
+            self.caught_up = self.state.is_some();
+            return Ok(());
+        };
+        let failed = |id: DocumentId, e: &dyn std::fmt::Display| {
+            telemetry::dependency_error("database");
+            tracing::error!(document = %id, error = %e, "catching up with other nodes failed");
+            Fatal
+        };
+        let Some(caught) = store
+            .catch_up(&self.id, state.stored().last_seq)
+            .await
+            .map_err(|e| failed(self.id, &e))?
+        else {
+            return Ok(());
+        };
+        let before = state.stored().heads.clone();
+        if !state.catch_up(caught).map_err(|e| failed(self.id, &e))? {
+            let stored = store
+                .load(&self.id)
+                .await
+                .map_err(|e| failed(self.id, &e))?;
+            if let Some(stored) = stored {
+                state.reload(stored).map_err(|e| failed(self.id, &e))?;
+            }
+        }
+        if state.stored().heads != before {
+            tracing::debug!(document = %self.id, "took in changes from other nodes");
+            self.caught_up = true;
         }
         Ok(())
     }
@@ -485,58 +596,26 @@ impl Actor {
     /// Persists what the batch changed, with its projection rows and events, then answers:
     /// the durability rule's one place.
     async fn flush(&mut self, touched: &HashSet<ConnId>) -> Result<(), Fatal> {
-        let Some(state) = self.state.as_ref() else {
-            return Ok(());
-        };
-        let new = state.new_changes();
-        let heads = state.heads();
-        let changed = !new.is_empty();
-        if changed || self.reproject {
-            let now = now_ms();
-            let board = if changed { self.board().await? } else { None };
-            let authors = match &board {
-                Some(_) => self.registry.authors(&new).await.map_err(|e| {
-                    tracing::error!(document = %self.id, error = %e, "finding the changes' authors failed");
-                    Fatal
-                })?,
-                None => Default::default(),
-            };
-            let (projection, events) =
-                self.derive(&heads, &new, board.as_ref().map(|b| (b, &authors)), now);
-            let changes: Vec<StoredChange> = new.into_iter().map(StoredChange::from).collect();
-            if let Err(e) = self
-                .registry
-                .inner
-                .store
-                .append(&self.id, &changes, &heads, &projection, &events, now)
-                .await
-            {
-                tracing::error!(document = %self.id, error = %e, "storing changes failed");
-                return Err(Fatal);
-            }
-            if !events.is_empty() {
-                self.registry.inner.signals.events_written();
-            }
-            if let Some(state) = self.state.as_mut() {
-                state.mark_persisted(changes, heads);
-                // A board rebuilt at start-up with nobody on it goes back to its stored bytes:
-                // the backlog may hold many boards.
-                if self.reproject && !state.has_peers() {
-                    state.unload();
+        let mut stale = 0;
+        let changed = loop {
+            match self.store_batch().await? {
+                Stored::Nothing => break false,
+                Stored::Committed { changes } => break changes,
+                Stored::Stale if stale < MAX_STALE_APPENDS => {
+                    stale += 1;
+                    self.catch_up().await?;
+                }
+                Stored::Stale => {
+                    tracing::error!(document = %self.id, "other nodes kept writing the document first");
+                    return Err(Fatal);
                 }
             }
-            self.reproject = false;
-            for done in self.reprojected.drain(..) {
-                let _ = done.send(());
-            }
-            if !projection.is_empty() {
-                self.invalidate_project().await;
-            }
-        }
+        };
+        let everyone = changed || std::mem::take(&mut self.caught_up);
         let Some(state) = self.state.as_mut() else {
             return Ok(());
         };
-        let only = if changed { None } else { Some(touched) };
+        let only = if everyone { None } else { Some(touched) };
         if state.outgoing_needs_document(only) {
             self.materialise().await?;
         }
@@ -550,6 +629,82 @@ impl Actor {
         }
         self.answer_edits(&heads);
         Ok(())
+    }
+
+    /// Stores the changes applied since the last flush (and a rebuilt projection), on top of
+    /// the heads the store held when this actor last read or wrote it; then tells other nodes.
+    async fn store_batch(&mut self) -> Result<Stored, Fatal> {
+        let Some(state) = self.state.as_ref() else {
+            return Ok(Stored::Nothing);
+        };
+        let new = state.new_changes();
+        let heads = state.heads();
+        let base = state.stored().heads.clone();
+        let changed = !new.is_empty();
+        if !changed && !self.reproject {
+            return Ok(Stored::Nothing);
+        }
+        let now = now_ms();
+        let board = if changed { self.board().await? } else { None };
+        let authors = match &board {
+            Some(_) => self.registry.authors(&new).await.map_err(|e| {
+                tracing::error!(document = %self.id, error = %e, "finding the changes' authors failed");
+                Fatal
+            })?,
+            None => Default::default(),
+        };
+        let (projection, events) =
+            self.derive(&heads, &new, board.as_ref().map(|b| (b, &authors)), now);
+        let changes: Vec<StoredChange> = new.into_iter().map(StoredChange::from).collect();
+        let batch = Batch {
+            base: &base,
+            changes: &changes,
+            heads: &heads,
+            projection: &projection,
+            events: &events,
+        };
+        let persisting = std::time::Instant::now();
+        let append = self.registry.inner.store.append(&self.id, batch, now);
+        let span = tracing::info_span!("persist", changes = changes.len(), events = events.len());
+        let last_seq = match append.instrument(span).await {
+            Ok(last_seq) => last_seq,
+            Err(StoreError::Stale(_)) => {
+                tracing::debug!(document = %self.id, "another node stored changes first");
+                return Ok(Stored::Stale);
+            }
+            Err(e) => {
+                telemetry::dependency_error("database");
+                tracing::error!(document = %self.id, error = %e, "storing changes failed");
+                return Err(Fatal);
+            }
+        };
+        metrics::histogram!(telemetry::PERSIST_SECONDS).record(persisting.elapsed().as_secs_f64());
+        if !events.is_empty() {
+            self.registry.inner.signals.events_written();
+        }
+        if changed {
+            let notice = Notice::Changed {
+                heads: heads.clone(),
+                at_ms: now,
+            };
+            self.registry.inner.fanout.publish(self.id, notice);
+        }
+        if let Some(state) = self.state.as_mut() {
+            state.mark_persisted(changes, heads, last_seq);
+            // A board rebuilt at start-up with nobody on it goes back to its stored bytes:
+            // the backlog may hold many boards.
+            if self.reproject && !state.has_peers() {
+                state.unload();
+            }
+        }
+        self.reproject = false;
+        for done in self.reprojected.drain(..) {
+            let _ = done.send(());
+        }
+        if !projection.is_empty() {
+            self.invalidate_project().await;
+        }
+        Ok(Stored::Committed { changes: changed })
     }
 
     /// The projection rows and (for a project's board, with its changes' authors) the events
@@ -709,7 +864,13 @@ impl Actor {
             .compact(&self.id, &snapshot, &heads, &folded, now_ms())
             .await;
         match result {
-            Ok(()) => {
+            Ok(false) => {
+                // Another node stored changes meanwhile; its notice brings them, and a later
+                // compaction folds them too.
+                self.state = Some(state);
+                Ok(())
+            }
+            Ok(true) => {
                 tracing::debug!(document = %self.id, folded = folded.len(), bytes = snapshot.len(), "compacted");
                 state.mark_compacted(snapshot, &folded);
                 self.state = Some(state);

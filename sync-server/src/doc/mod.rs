@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::ProjectCache;
 use crate::events::Signals;
+use crate::fanout::{Fanout, Notice};
 use crate::link::{ConnId, PeerLink};
 use crate::store::Store;
 use edit::{Applied, BoardEdit, EditError};
@@ -58,6 +59,8 @@ pub enum DocCommand {
         if_match: Option<Vec<String>>,
         reply: oneshot::Sender<Result<Applied, EditError>>,
     },
+    /// What another node said about the document (through [`crate::fanout`]).
+    Remote(Notice),
     /// Rebuild the board's projection from the whole document (it is on the backlog); `done`
     /// is told once that is stored.
     Reproject { done: oneshot::Sender<()> },
@@ -65,6 +68,15 @@ pub enum DocCommand {
     Detach { conn: ConnId },
     /// The server is stopping: finish what is queued and end.
     Shutdown,
+}
+
+/// A command as it waits in an actor's inbox, with the span it was sent from (a request's, a
+/// socket message's): the batch that handles it follows from that span, so a trace leads from
+/// the request to the merge and the commit.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    command: DocCommand,
+    origin: tracing::Span,
 }
 
 /// Tunables of document actors.
@@ -103,7 +115,7 @@ pub enum Open {
 
 #[derive(Debug)]
 struct Entry {
-    tx: mpsc::Sender<DocCommand>,
+    tx: mpsc::Sender<Queued>,
     generation: u64,
 }
 
@@ -121,6 +133,8 @@ struct Inner {
     cache: ProjectCache,
     /// Woken when a commit wrote events.
     signals: Signals,
+    /// What this node's commits and presence tell other nodes, and they it.
+    fanout: Fanout,
     config: DocConfig,
     server_peer: PeerId,
     /// Never leaves the process: server-side actor ids cannot be guessed (and claimed first).
@@ -139,6 +153,7 @@ impl Registry {
         store: Store,
         cache: ProjectCache,
         signals: Signals,
+        fanout: Fanout,
         config: DocConfig,
         server_peer: PeerId,
     ) -> Self {
@@ -149,6 +164,7 @@ impl Registry {
                 store,
                 cache,
                 signals,
+                fanout,
                 config,
                 server_peer,
                 actor_salt: rand::random(),
@@ -283,10 +299,14 @@ impl Registry {
             let Some((tx, generation)) = self.lookup(id, open) else {
                 return;
             };
-            match tx.send(command).await {
+            let queued = Queued {
+                command,
+                origin: tracing::Span::current(),
+            };
+            match tx.send(queued).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(returned)) => {
-                    command = returned;
+                    command = returned.command;
                     self.forget(id, generation);
                 }
             }
@@ -294,7 +314,7 @@ impl Registry {
         tracing::error!(document = %id, "document actor keeps ending; command dropped");
     }
 
-    fn lookup(&self, id: DocumentId, open: Open) -> Option<(mpsc::Sender<DocCommand>, u64)> {
+    fn lookup(&self, id: DocumentId, open: Open) -> Option<(mpsc::Sender<Queued>, u64)> {
         let mut docs = self.inner.docs.lock().expect("registry lock");
         if let Some(entry) = docs.get(&id) {
             return Some((entry.tx.clone(), entry.generation));
@@ -312,7 +332,10 @@ impl Registry {
             },
         );
         let actor = actor::Actor::new(id, generation, self.clone(), rx);
-        self.inner.tracker.spawn(actor.run());
+        let span = tracing::info_span!(parent: None, "document", document = %id);
+        self.inner
+            .tracker
+            .spawn(tracing::Instrument::instrument(actor.run(), span));
         Some((tx, generation))
     }
 
@@ -326,7 +349,7 @@ impl Registry {
 
     /// Called by an idle actor: removes its entry unless commands are waiting for it. Holding
     /// the registry lock while checking means no sender can pick up the entry in between.
-    fn retire(&self, id: DocumentId, generation: u64, rx: &mpsc::Receiver<DocCommand>) -> bool {
+    fn retire(&self, id: DocumentId, generation: u64, rx: &mpsc::Receiver<Queued>) -> bool {
         let mut docs = self.inner.docs.lock().expect("registry lock");
         if !rx.is_empty() {
             return false;
@@ -340,13 +363,17 @@ impl Registry {
     /// Stops every actor after it has finished (and persisted) what it was doing.
     pub async fn shutdown(&self) {
         self.inner.tracker.close();
-        let senders: Vec<mpsc::Sender<DocCommand>> = {
+        let senders: Vec<mpsc::Sender<Queued>> = {
             let docs = self.inner.docs.lock().expect("registry lock");
             docs.values().map(|e| e.tx.clone()).collect()
         };
         for tx in senders {
             // An actor that already ended has nothing left to finish.
-            let _ = tx.send(DocCommand::Shutdown).await;
+            let shutdown = Queued {
+                command: DocCommand::Shutdown,
+                origin: tracing::Span::none(),
+            };
+            let _ = tx.send(shutdown).await;
         }
         self.inner.tracker.wait().await;
     }

@@ -23,7 +23,7 @@ use taskflow_proto::board::OrderIndex;
 
 use super::projection::Touched;
 use crate::link::{ConnId, PeerLink};
-use crate::store::{StoredChange, StoredDoc};
+use crate::store::{CatchUp, StoredChange, StoredDoc};
 
 /// Chunk bytes below which size alone never triggers a compaction (small documents compact by
 /// chunk count only, keeping writes per edit low).
@@ -432,10 +432,65 @@ impl DocState {
             .collect()
     }
 
-    /// The store committed `changes` (from [`Self::unpersisted`]) with heads `heads`.
-    pub fn mark_persisted(&mut self, changes: Vec<StoredChange>, heads: Vec<ChangeHash>) {
+    /// The store committed `changes` (from [`Self::unpersisted`]) with heads `heads`, giving
+    /// them `seq` numbers up to `last_seq`.
+    pub fn mark_persisted(
+        &mut self,
+        changes: Vec<StoredChange>,
+        heads: Vec<ChangeHash>,
+        last_seq: Option<i64>,
+    ) {
         self.stored.changes.extend(changes);
         self.stored.heads = heads;
+        if let Some(seq) = last_seq {
+            self.stored.last_seq = self.stored.last_seq.max(seq);
+        }
+    }
+
+    /// Whether every one of `heads` is in the document (or, unmaterialised, among the stored
+    /// heads): a notice naming them brings nothing new.
+    pub fn knows(&self, heads: &[ChangeHash]) -> bool {
+        match &self.doc {
+            Some(doc) => heads.iter().all(|h| doc.get_change_by_hash(h).is_some()),
+            None => heads.iter().all(|h| self.stored.heads.contains(h)),
+        }
+    }
+
+    /// Takes in what other nodes stored since this state's last read: their chunks join the
+    /// stored ones (and the document, when materialised) and the stored heads become theirs.
+    /// False when the chunks do not reach those heads (another node folded some into a new
+    /// snapshot meanwhile): then the caller reloads the whole document with [`Self::reload`].
+    pub fn catch_up(&mut self, caught: CatchUp) -> Result<bool, AutomergeError> {
+        if let Some(doc) = self.doc.as_mut() {
+            for change in &caught.changes {
+                doc.load_incremental(&change.data)?;
+            }
+            if !caught
+                .heads
+                .iter()
+                .all(|h| doc.get_change_by_hash(h).is_some())
+            {
+                return Ok(false);
+            }
+        } else if !caught.changes.is_empty() || caught.heads != self.stored.heads {
+            // Unmaterialised, the stored bytes are all there is: read them whole.
+            return Ok(false);
+        }
+        self.stored.changes.extend(caught.changes);
+        self.stored.heads = caught.heads;
+        self.stored.last_seq = caught.last_seq;
+        Ok(true)
+    }
+
+    /// Replaces the stored bytes with `stored`, read whole from the store; a materialised
+    /// document takes in whatever of them it lacks, keeping its own unstored changes.
+    pub fn reload(&mut self, stored: StoredDoc) -> Result<(), AutomergeError> {
+        if let Some(doc) = self.doc.as_mut() {
+            doc.load_incremental(&stored.concatenated())?;
+        }
+        self.stored = stored;
+        self.order_index = None;
+        Ok(())
     }
 
     /// Whether every change in memory is in the store.
@@ -690,7 +745,7 @@ mod tests {
             }
             let changes = server.unpersisted();
             let heads = server.heads();
-            server.mark_persisted(changes, heads);
+            server.mark_persisted(changes, heads, None);
             if server.outgoing_needs_document(None) {
                 materialise(server);
             }
@@ -722,6 +777,7 @@ mod tests {
             snapshot: Some(bytes.clone()),
             changes: Vec::new(),
             heads: source.get_heads(),
+            last_seq: 0,
         };
         let mut server = DocState::dormant(stored);
         let mut clients = vec![Client::new(1, Automerge::new(), &mut server)];
@@ -819,7 +875,7 @@ mod tests {
         let changes = server.unpersisted();
         let changed = !changes.is_empty();
         let heads = server.heads();
-        server.mark_persisted(changes, heads);
+        server.mark_persisted(changes, heads, None);
         let touched = HashSet::from([conn as ConnId]);
         let only = if changed { None } else { Some(&touched) };
         if server.outgoing_needs_document(only) {
@@ -853,7 +909,7 @@ mod tests {
         #[test]
         fn any_interleaving_converges(steps in proptest::collection::vec(step(), 0..80)) {
             let base = board_with_tasks(5);
-            let stored = StoredDoc { snapshot: Some(base.save()), changes: Vec::new(), heads: base.get_heads() };
+            let stored = StoredDoc { snapshot: Some(base.save()), changes: Vec::new(), heads: base.get_heads(), last_seq: 0 };
             let mut server = DocState::dormant(stored);
             let mut peers: Vec<ModelPeer> = (0..3)
                 .map(|n| ModelPeer {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::EventsConfig;
 use super::consume::{self, Consumer, Outcome};
 use super::relay::Sink;
+use crate::resilience::{Breaker, BreakerConfig, Failure};
 use crate::store::LoggedEvent;
 
 /// Publishes the outbox to the events topic with the idempotent producer.
@@ -25,6 +26,9 @@ pub struct KafkaSink {
     topics: [String; 2],
     /// The topics are known to exist (until a send fails: a broker may come back empty).
     topics_ready: AtomicBool,
+    /// While Kafka is down the relay is told at once, and backs off, instead of waiting out
+    /// the producer's timeouts round after round.
+    breaker: Breaker,
 }
 
 impl KafkaSink {
@@ -34,12 +38,39 @@ impl KafkaSink {
             brokers: brokers.to_owned(),
             topics: [config.topic.clone(), config.dead_letter_topic()],
             topics_ready: AtomicBool::new(false),
+            breaker: Breaker::new("kafka", BreakerConfig::SLOW),
         })
     }
 }
 
 impl Sink for KafkaSink {
     fn publish<'a>(&'a self, events: &'a [LoggedEvent]) -> BoxFuture<'a, (usize, Option<String>)> {
+        Box::pin(async move {
+            let publishing = async {
+                match self.send(events).await {
+                    (sent, None) => Ok(sent),
+                    (sent, Some(why)) => Err((sent, why)),
+                }
+            };
+            match self.breaker.call(publishing).await {
+                Ok(sent) => (sent, None),
+                Err(Failure::Failed((sent, why))) => (sent, Some(why)),
+                Err(Failure::Open) => (
+                    0,
+                    Some("Kafka: circuit open after repeated failures".into()),
+                ),
+                Err(Failure::Timeout(after)) => {
+                    (0, Some(format!("Kafka: no answer within {after:?}")))
+                }
+            }
+        })
+    }
+}
+
+impl KafkaSink {
+    /// Sends `events` in order: how many leading ones are durably published, and why not the
+    /// rest.
+    fn send<'a>(&'a self, events: &'a [LoggedEvent]) -> BoxFuture<'a, (usize, Option<String>)> {
         Box::pin(async move {
             if !self.topics_ready.load(Ordering::Relaxed) {
                 let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();

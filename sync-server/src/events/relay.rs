@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Signals;
 use crate::now_ms;
@@ -43,12 +44,14 @@ impl Sink for LocalLog {
     }
 }
 
-/// Runs the relay until `stop` is cancelled.
+/// Runs the relay until `stop` is cancelled, then drains: publishes what the outbox still
+/// holds, for at most `drain`.
 pub async fn run(
     store: Store,
     sink: Arc<dyn Sink>,
     signals: Signals,
     retention: Duration,
+    drain: Duration,
     stop: CancellationToken,
 ) {
     let Some(mut lease) = take_lease(&store, "taskflow.relay", &stop).await else {
@@ -56,14 +59,25 @@ pub async fn run(
     };
     let mut backoff = FIRST_BACKOFF;
     let mut last_prune = tokio::time::Instant::now();
+    let mut drain_until = None;
     loop {
         if stop.is_cancelled() {
-            return;
+            let until = *drain_until.get_or_insert_with(|| tokio::time::Instant::now() + drain);
+            if tokio::time::Instant::now() >= until {
+                tracing::warn!(
+                    "stopping with events left in the outbox; they go out after a restart"
+                );
+                return;
+            }
         }
         let pending = match store.pending_events(BATCH).await {
             Ok(pending) => pending,
             Err(e) => {
+                crate::telemetry::dependency_error("database");
                 tracing::warn!(error = %e, "reading the outbox failed");
+                if drain_until.is_some() {
+                    return;
+                }
                 pause(&stop, backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
@@ -88,10 +102,24 @@ pub async fn run(
             }
             continue;
         }
-        // Stopping drops a send in flight: its events stay pending and go out after a restart.
-        let (sent, failure) = tokio::select! {
-            published = sink.publish(&pending) => published,
-            () = stop.cancelled() => return,
+        let publishing = sink
+            .publish(&pending)
+            .instrument(tracing::info_span!("relay", events = pending.len()));
+        let (sent, failure) = match drain_until {
+            Some(until) => match tokio::time::timeout_at(until, publishing).await {
+                Ok(published) => published,
+                Err(_) => {
+                    tracing::warn!(
+                        "stopping with events left in the outbox; they go out after a restart"
+                    );
+                    return;
+                }
+            },
+            // Stopping drops a send in flight; its events go out again while draining.
+            None => tokio::select! {
+                published = publishing => published,
+                () = stop.cancelled() => continue,
+            },
         };
         if sent > 0 {
             let seqs: Vec<i64> = pending[..sent].iter().map(|e| e.seq).collect();
@@ -105,6 +133,10 @@ pub async fn run(
         match failure {
             None => backoff = FIRST_BACKOFF,
             Some(why) => {
+                if drain_until.is_some() {
+                    tracing::warn!(error = %why, "stopping with events left in the outbox");
+                    return;
+                }
                 tracing::warn!(
                     published = sent,
                     waiting = pending.len() - sent,

@@ -10,6 +10,7 @@
 //!   exponential backoff; a subscription whose tries keep failing is disabled.
 //!   Deliveries to one URL may overtake each other: receivers order by the event's `time`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use super::consume::Consumer;
 use super::relay::take_lease;
 use crate::auth::http::{ApiError, Authenticated, body, invalid, not_found};
 use crate::now_ms;
+use crate::resilience::{Breaker, BreakerConfig, Failure};
 use crate::server::Shared;
 use crate::store::{Attempt, DeliveryRow, DueDelivery, Store, WebhookRow};
 use crate::workspaces::manager;
@@ -42,6 +44,8 @@ const CONCURRENCY: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const POLL: Duration = Duration::from_millis(500);
+/// Destinations whose circuits are remembered before the closed ones are forgotten.
+const MAX_BREAKERS: usize = 1_000;
 
 /// How deliveries are retried and when a subscription is disabled.
 #[derive(Debug, Clone, Copy)]
@@ -162,6 +166,9 @@ pub async fn run_deliveries(
             return;
         }
     };
+    // One circuit per destination host: a receiver that is down costs its own deliveries
+    // their attempts' timeouts once, not every round, and holds up no other receiver.
+    let mut breakers: HashMap<String, Arc<Breaker>> = HashMap::new();
     loop {
         let due = match store.due_deliveries(now_ms(), 100).await {
             Ok(due) => due,
@@ -178,12 +185,31 @@ pub async fn run_deliveries(
             }
             continue;
         }
+        let due: Vec<(DueDelivery, Arc<Breaker>)> = due
+            .into_iter()
+            .map(|delivery| {
+                let host = reqwest::Url::parse(&delivery.url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let breaker = breakers
+                    .entry(host)
+                    .or_insert_with(|| {
+                        Arc::new(Breaker::for_destination("webhook", BreakerConfig::SLOW))
+                    })
+                    .clone();
+                (delivery, breaker)
+            })
+            .collect();
         futures_util::stream::iter(due)
-            .for_each_concurrent(CONCURRENCY, |delivery| {
+            .for_each_concurrent(CONCURRENCY, |(delivery, breaker)| {
                 let (store, client) = (&store, &client);
-                async move { deliver(store, client, &policy, delivery).await }
+                async move { deliver(store, client, &breaker, &policy, delivery).await }
             })
             .await;
+        if breakers.len() > MAX_BREAKERS {
+            breakers.retain(|_, b| b.is_open());
+        }
         if stop.is_cancelled() {
             return;
         }
@@ -193,6 +219,7 @@ pub async fn run_deliveries(
 async fn deliver(
     store: &Store,
     client: &reqwest::Client,
+    breaker: &Breaker,
     policy: &WebhookPolicy,
     due: DueDelivery,
 ) {
@@ -202,7 +229,7 @@ async fn deliver(
         secret,
     } = due;
     let timestamp = now_ms() / 1000;
-    let answer = client
+    let request = client
         .post(&url)
         .header("content-type", "application/cloudevents+json")
         .header("taskflow-event-id", &delivery.event_id)
@@ -213,8 +240,19 @@ async fn deliver(
             signature(&secret, timestamp, delivery.payload.as_bytes()),
         )
         .body(delivery.payload.clone())
-        .send()
-        .await;
+        .send();
+    // An answer, even a refusal, shows the receiver is up; only no answer opens the circuit.
+    let answer = match breaker.call(request).await {
+        Ok(response) => Ok(response),
+        Err(Failure::Open) => {
+            let later = now_ms() + BreakerConfig::SLOW.cool_down.as_millis() as i64;
+            if let Err(e) = store.postpone_delivery(&delivery.id, later).await {
+                tracing::warn!(error = %e, "postponing a webhook delivery failed");
+            }
+            return;
+        }
+        Err(e) => Err(e),
+    };
     let now = now_ms();
     let failed = |status: Option<i64>, error: String| Attempt::Failed {
         status,

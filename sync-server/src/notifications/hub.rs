@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use taskflow_proto::notifications::Notification;
 use tokio::sync::mpsc;
 
+use crate::auth::redis_state::RedisFailure;
 use crate::now_ms;
+use crate::resilience::Breaker;
 
 /// Pushes queued per socket before a socket that does not keep up is dropped (its client
 /// reconnects and gets a fresh `unread_sync`).
@@ -81,6 +83,7 @@ struct Remote {
     conn: ConnectionManager,
     prefix: String,
     ttl: Duration,
+    breaker: Arc<Breaker>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -105,7 +108,7 @@ impl Remote {
     }
 
     /// Records that `node` holds sockets of each of `users`, for one more TTL.
-    async fn announce(&self, node: &str, users: &[String]) -> redis::RedisResult<()> {
+    async fn announce(&self, node: &str, users: &[String]) -> Result<(), RedisFailure> {
         if users.is_empty() {
             return Ok(());
         }
@@ -118,7 +121,9 @@ impl Remote {
                 .pexpire(&key, self.ttl_ms())
                 .ignore();
         }
-        pipe.query_async(&mut self.conn.clone()).await
+        self.breaker
+            .call(pipe.query_async(&mut self.conn.clone()))
+            .await
     }
 }
 
@@ -138,12 +143,14 @@ impl Hub {
         conn: ConnectionManager,
         prefix: &str,
         config: HubConfig,
+        breaker: Arc<Breaker>,
     ) -> redis::RedisResult<Arc<Hub>> {
         let node = uuid::Uuid::new_v4().to_string();
         let remote = Remote {
             conn,
             prefix: prefix.to_owned(),
             ttl: config.route_ttl,
+            breaker,
         };
         let client = redis::Client::open(url)?;
         let mut pubsub = client.get_async_pubsub().await?;
@@ -210,8 +217,8 @@ impl Hub {
             return;
         };
         let key = remote.route_key(user);
-        let routes: redis::RedisResult<HashMap<String, i64>> =
-            remote.conn.clone().hgetall(&key).await;
+        let mut conn = remote.conn.clone();
+        let routes: Result<HashMap<String, i64>, _> = remote.breaker.call(conn.hgetall(&key)).await;
         let routes = match routes {
             Ok(routes) => routes,
             Err(e) => {
@@ -224,7 +231,7 @@ impl Hub {
             routes.into_iter().partition(|(_, until)| *until > now);
         if !expired.is_empty() {
             let nodes: Vec<String> = expired.into_iter().map(|(node, _)| node).collect();
-            let pruned: redis::RedisResult<()> = remote.conn.clone().hdel(&key, nodes).await;
+            let pruned: Result<(), _> = remote.breaker.call(conn.hdel(&key, nodes)).await;
             if let Err(e) = pruned {
                 tracing::debug!(error = %e, "removing run-out notification routes failed");
             }
@@ -243,10 +250,9 @@ impl Hub {
         };
         let text = serde_json::to_string(&routed).expect("plain JSON");
         for node in nodes {
-            let sent: redis::RedisResult<()> = remote
-                .conn
-                .clone()
-                .publish(remote.channel(&node), &text)
+            let sent: Result<(), _> = remote
+                .breaker
+                .call(conn.publish(remote.channel(&node), &text))
                 .await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, %node, "sending a notification to another node failed");

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::consume::RetryPolicy;
 use crate::events::relay::take_lease;
 use crate::now_ms;
+use crate::resilience::{Breaker, BreakerConfig, Failure};
 use crate::store::{EmailAttempt, EmailRow, Store};
 
 const POLL: Duration = Duration::from_secs(1);
@@ -56,6 +57,8 @@ pub async fn run(store: Store, config: MailConfig, queued: Arc<Notify>, stop: Ca
             return;
         }
     };
+    // While the mail server is down, emails wait without spending their attempts.
+    let breaker = Breaker::new("smtp", BreakerConfig::SLOW);
     loop {
         let due = match store.due_emails(now_ms(), 50).await {
             Ok(due) => due,
@@ -74,8 +77,15 @@ pub async fn run(store: Store, config: MailConfig, queued: Arc<Notify>, stop: Ca
         }
         for email in due {
             let attempt = tokio::select! {
-                attempt = send(&transport, &from, &email, &config.retry) => attempt,
+                attempt = send(&transport, &breaker, &from, &email, &config.retry) => attempt,
                 () = stop.cancelled() => return,
+            };
+            let Some(attempt) = attempt else {
+                tokio::select! {
+                    () = tokio::time::sleep(BreakerConfig::SLOW.cool_down) => {}
+                    () = stop.cancelled() => return,
+                }
+                break;
             };
             if let EmailAttempt::Failed { error, .. } = &attempt {
                 tracing::warn!(email = %email.id, %error, "sending an email failed");
@@ -90,19 +100,27 @@ pub async fn run(store: Store, config: MailConfig, queued: Arc<Notify>, stop: Ca
     }
 }
 
+/// Sends one email: what the attempt came to, or `None` when it was not made (the mail server
+/// failed repeatedly just before: the circuit is open).
 async fn send(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
+    breaker: &Breaker,
     from: &Mailbox,
     email: &EmailRow,
     retry: &RetryPolicy,
-) -> EmailAttempt {
+) -> Option<EmailAttempt> {
     let give_up = |error: String| EmailAttempt::Failed {
         error,
         retry_at: None,
     };
     let to = match email.to_address.parse::<Mailbox>() {
         Ok(to) => to,
-        Err(e) => return give_up(format!("`{}` is not an address: {e}", email.to_address)),
+        Err(e) => {
+            return Some(give_up(format!(
+                "`{}` is not an address: {e}",
+                email.to_address
+            )));
+        }
     };
     let message = match Message::builder()
         .from(from.clone())
@@ -113,11 +131,20 @@ async fn send(
             email.html_body.clone(),
         )) {
         Ok(message) => message,
-        Err(e) => return give_up(format!("the email does not build: {e}")),
+        Err(e) => return Some(give_up(format!("the email does not build: {e}"))),
     };
-    match transport.send(message).await {
-        Ok(_) => EmailAttempt::Sent,
-        Err(e) if e.is_permanent() => give_up(format!("the mail server refused it: {e}")),
+    // A refusal of this one email is an answer from a working server, not a failure of it.
+    let sending = async {
+        match transport.send(message).await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if e.is_permanent() => Ok(Err(e)),
+            Err(e) => Err(e),
+        }
+    };
+    Some(match breaker.call(sending).await {
+        Ok(Ok(())) => EmailAttempt::Sent,
+        Ok(Err(e)) => give_up(format!("the mail server refused it: {e}")),
+        Err(Failure::Open) => return None,
         Err(e) => {
             let tries = u32::try_from(email.attempts)
                 .unwrap_or(u32::MAX)
@@ -130,5 +157,5 @@ async fn send(
                 retry_at,
             }
         }
-    }
+    })
 }

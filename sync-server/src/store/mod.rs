@@ -107,6 +107,9 @@ pub enum StoreError {
     Write(String),
     #[error("stored heads of document {0} are corrupt")]
     CorruptHeads(DocumentId),
+    /// Another node stored changes of the document since the write's base: catch up, retry.
+    #[error("document {0} was changed by another node meanwhile")]
+    Stale(DocumentId),
 }
 
 /// What the store holds for one document.
@@ -116,6 +119,32 @@ pub struct StoredDoc {
     /// Change chunks appended since the snapshot, in append order.
     pub changes: Vec<StoredChange>,
     pub heads: Vec<ChangeHash>,
+    /// The highest `changes.seq` read or written: a catch-up reads the chunks after it.
+    pub last_seq: i64,
+}
+
+/// What a node finds stored after its last read of a document ([`Store::catch_up`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Chunks appended since, in append order. Chunks another node folded into a new snapshot
+    /// meanwhile are gone: the caller checks that `heads` are all known after applying these.
+    pub changes: Vec<StoredChange>,
+    pub heads: Vec<ChangeHash>,
+    pub last_seq: i64,
+}
+
+/// A document's new changes and what they alter, written by [`Store::append`] in one
+/// transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The heads the batch was made on top of, which the store must still hold: when another
+    /// node stored changes of the document since, the append fails with [`StoreError::Stale`]
+    /// and writes nothing. Empty for a document not stored yet.
+    pub base: &'a [ChangeHash],
+    pub changes: &'a [StoredChange],
+    pub heads: &'a [ChangeHash],
+    pub projection: &'a ProjectionDelta,
+    pub events: &'a [OutboxEvent],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,29 +236,37 @@ impl Store {
     /// writes the board projection's rows those changes alter and the events derived from them
     /// (the outbox), in one transaction, creating the document on its first append. Returns
     /// once committed.
+    /// Fails with [`StoreError::Stale`] when the stored heads are no longer `batch.base`, so two
+    /// nodes writing one document never overwrite each other's heads nor derive one change's
+    /// events twice. Returns the highest `seq` it gave a chunk (`None`: every chunk was there).
     pub async fn append(
         &self,
         id: &DocumentId,
-        changes: &[StoredChange],
-        heads: &[ChangeHash],
-        projection: &ProjectionDelta,
-        events: &[OutboxEvent],
+        batch: Batch<'_>,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         match self {
-            Store::Sqlite(s) => {
-                s.append(id, changes, heads, projection, events, now_ms)
-                    .await
-            }
-            Store::Postgres(s) => {
-                s.append(id, changes, heads, projection, events, now_ms)
-                    .await
-            }
+            Store::Sqlite(s) => s.append(id, batch, now_ms).await,
+            Store::Postgres(s) => s.append(id, batch, now_ms).await,
+        }
+    }
+
+    /// The document's chunks appended after `after_seq` and its heads now, read together.
+    /// `None` if the document is not stored.
+    pub async fn catch_up(
+        &self,
+        id: &DocumentId,
+        after_seq: i64,
+    ) -> Result<Option<CatchUp>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.catch_up(id, after_seq).await,
+            Store::Postgres(s) => s.catch_up(id, after_seq).await,
         }
     }
 
     /// Replaces the snapshot with `snapshot` (which holds every change up to `heads`) and deletes
-    /// the chunks named in `folded`, atomically.
+    /// the chunks named in `folded`, atomically. Does nothing and answers `false` when the stored
+    /// heads are no longer `heads` (another node stored changes the snapshot lacks).
     pub async fn compact(
         &self,
         id: &DocumentId,
@@ -237,11 +274,34 @@ impl Store {
         heads: &[ChangeHash],
         folded: &[ChangeHash],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.compact(id, snapshot, heads, folded, now_ms).await,
             Store::Postgres(s) => s.compact(id, snapshot, heads, folded, now_ms).await,
         }
+    }
+
+    /// How many of this build's migrations the database lacks (0 when its schema is current).
+    /// Also shows that the database answers.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        let (migrator, applied): (sqlx::migrate::Migrator, Vec<i64>) = match self {
+            Store::Sqlite(s) => (
+                sqlx::migrate!("../migrations/sqlite"),
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&s.pool)
+                    .await?,
+            ),
+            Store::Postgres(s) => (
+                sqlx::migrate!("../migrations/postgres"),
+                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                    .fetch_all(&s.pool)
+                    .await?,
+            ),
+        };
+        Ok(migrator
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
     }
 
     pub async fn document_count(&self) -> Result<u64, StoreError> {
@@ -269,8 +329,8 @@ impl Store {
 
 /// `documents.snapshot, documents.heads` as both backends return them.
 type DocumentRow = (Option<Vec<u8>>, Vec<u8>);
-/// `changes.hash, changes.data`.
-type ChangeRow = (Vec<u8>, Vec<u8>);
+/// `changes.hash, changes.data, changes.seq`.
+type ChangeRow = (Vec<u8>, Vec<u8>, i64);
 
 /// Builds a [`StoredDoc`] from its rows, checking the stored hashes.
 fn assemble(
@@ -278,24 +338,55 @@ fn assemble(
     (snapshot, heads): DocumentRow,
     changes: Vec<ChangeRow>,
 ) -> Result<StoredDoc, StoreError> {
-    let changes = changes
+    let (changes, last_seq) = change_rows(id, changes, 0)?;
+    Ok(StoredDoc {
+        snapshot,
+        heads: decode_heads(id, &heads)?,
+        changes,
+        last_seq,
+    })
+}
+
+/// Chunks from their rows, checking the stored hashes, and the highest `seq` among them (or
+/// `last_seq` if there are none).
+fn change_rows(
+    id: &DocumentId,
+    rows: Vec<ChangeRow>,
+    last_seq: i64,
+) -> Result<(Vec<StoredChange>, i64), StoreError> {
+    let last_seq = rows.iter().map(|r| r.2).fold(last_seq, i64::max);
+    let changes = rows
         .into_iter()
-        .map(|(hash, data)| {
+        .map(|(hash, data, _)| {
             Ok(StoredChange {
                 hash: decode_hash(id, &hash)?,
                 data,
             })
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok(StoredDoc {
-        snapshot,
-        heads: decode_heads(id, &heads)?,
+    Ok((changes, last_seq))
+}
+
+/// The catch-up answer from a document's heads row and the chunks after `after_seq`.
+fn catch_up_of(
+    id: &DocumentId,
+    heads: &[u8],
+    rows: Vec<ChangeRow>,
+    after_seq: i64,
+) -> Result<CatchUp, StoreError> {
+    let (changes, last_seq) = change_rows(id, rows, after_seq)?;
+    Ok(CatchUp {
         changes,
+        heads: decode_heads(id, heads)?,
+        last_seq,
     })
 }
 
+/// Heads as stored, in sorted order: an append's base is compared byte for byte.
 fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
-    heads.iter().flat_map(|h| h.0).collect()
+    let mut sorted = heads.to_vec();
+    sorted.sort_unstable();
+    sorted.iter().flat_map(|h| h.0).collect()
 }
 
 fn decode_heads(id: &DocumentId, bytes: &[u8]) -> Result<Vec<ChangeHash>, StoreError> {

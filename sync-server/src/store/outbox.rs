@@ -124,6 +124,20 @@ impl Store {
         })
     }
 
+    /// The events waiting for the relay and how long the oldest has waited (ms at `now_ms`).
+    pub async fn outbox_backlog(&self, now_ms: i64) -> Result<(u64, i64), StoreError> {
+        with_pool!(self, |pool, sql| {
+            let row = sqlx::query(&sql(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_seq IS NULL",
+            ))
+            .fetch_one(pool)
+            .await?;
+            let count: i64 = row.get(0);
+            let oldest: Option<i64> = row.get(1);
+            Ok((count as u64, oldest.map_or(0, |t| (now_ms - t).max(0))))
+        })
+    }
+
     /// Marks the events `seqs` published, numbering them in the order given after every event
     /// published before.
     pub async fn mark_published(&self, seqs: &[i64], now_ms: i64) -> Result<(), StoreError> {

@@ -11,8 +11,8 @@ use sqlx::{PgPool, Row};
 use taskflow_proto::DocumentId;
 
 use super::{
-    ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange, StoredDoc,
-    assemble, encode_heads,
+    Batch, CatchUp, ChangeRow, DocumentRow, StoreError, StoredDoc, assemble, catch_up_of,
+    encode_heads,
 };
 
 const MAX_CONNECTIONS: u32 = 16;
@@ -66,7 +66,7 @@ impl PgStore {
             return Ok(None);
         };
         let changes = sqlx::query_as::<_, ChangeRow>(
-            "SELECT hash, data FROM changes WHERE document_id = $1 ORDER BY seq",
+            "SELECT hash, data, seq FROM changes WHERE document_id = $1 ORDER BY seq",
         )
         .bind(&key)
         .fetch_all(&mut *tx)
@@ -75,44 +75,78 @@ impl PgStore {
         assemble(id, document, changes).map(Some)
     }
 
+    pub async fn catch_up(
+        &self,
+        id: &DocumentId,
+        after_seq: i64,
+    ) -> Result<Option<CatchUp>, StoreError> {
+        let key = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let Some(heads) =
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT heads FROM documents WHERE id = $1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let changes = sqlx::query_as::<_, ChangeRow>(
+            "SELECT hash, data, seq FROM changes WHERE document_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(&key)
+        .bind(after_seq)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        catch_up_of(id, &heads, changes, after_seq).map(Some)
+    }
+
     pub async fn append(
         &self,
         id: &DocumentId,
-        changes: &[StoredChange],
-        heads: &[ChangeHash],
-        projection: &ProjectionDelta,
-        events: &[OutboxEvent],
+        batch: Batch<'_>,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let key = id.to_string();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        // First, so the row lock orders every append of one document: chunks are then numbered
+        // (`seq`) in commit order, which catch-ups rely on.
+        let moved = sqlx::query(
             "INSERT INTO documents (id, heads, created_at, updated_at) VALUES ($1, $2, $3, $3)
-             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at",
+             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at
+             WHERE documents.heads = $4",
         )
         .bind(&key)
-        .bind(encode_heads(heads))
+        .bind(encode_heads(batch.heads))
         .bind(now_ms)
+        .bind(encode_heads(batch.base))
         .execute(&mut *tx)
         .await?;
-        let hashes: Vec<Vec<u8>> = changes.iter().map(|c| c.hash.0.to_vec()).collect();
-        let data: Vec<&[u8]> = changes.iter().map(|c| c.data.as_slice()).collect();
-        sqlx::query(
+        if moved.rows_affected() == 0 {
+            return Err(StoreError::Stale(*id));
+        }
+        let hashes: Vec<Vec<u8>> = batch.changes.iter().map(|c| c.hash.0.to_vec()).collect();
+        let data: Vec<&[u8]> = batch.changes.iter().map(|c| c.data.as_slice()).collect();
+        let seqs: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO changes (document_id, hash, data)
              SELECT $1, h, d FROM UNNEST($2::bytea[], $3::bytea[]) WITH ORDINALITY AS t (h, d, n)
              ORDER BY n
-             ON CONFLICT (document_id, hash) DO NOTHING",
+             ON CONFLICT (document_id, hash) DO NOTHING
+             RETURNING seq",
         )
         .bind(&key)
         .bind(&hashes)
         .bind(&data)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         let sql = |text: &str| text.to_owned();
-        write_projection!(&mut *tx, sql, &key, projection).await?;
-        write_outbox!(&mut *tx, sql, events).await?;
+        write_projection!(&mut *tx, sql, &key, batch.projection).await?;
+        write_outbox!(&mut *tx, sql, batch.events).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(seqs.into_iter().max())
     }
 
     pub async fn compact(
@@ -122,20 +156,21 @@ impl PgStore {
         heads: &[ChangeHash],
         folded: &[ChangeHash],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let key = id.to_string();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO documents (id, snapshot, heads, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-             ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, heads = excluded.heads,
-                                            updated_at = excluded.updated_at",
+        let current = sqlx::query(
+            "UPDATE documents SET snapshot = $2, updated_at = $3 WHERE id = $1 AND heads = $4",
         )
         .bind(&key)
         .bind(snapshot)
-        .bind(encode_heads(heads))
         .bind(now_ms)
+        .bind(encode_heads(heads))
         .execute(&mut *tx)
         .await?;
+        if current.rows_affected() == 0 {
+            return Ok(false);
+        }
         let hashes: Vec<Vec<u8>> = folded.iter().map(|h| h.0.to_vec()).collect();
         sqlx::query("DELETE FROM changes WHERE document_id = $1 AND hash = ANY($2::bytea[])")
             .bind(&key)
@@ -143,7 +178,7 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn document_count(&self) -> Result<u64, StoreError> {

@@ -17,8 +17,8 @@ use taskflow_proto::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    BeginWrite, ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError, StoredChange,
-    StoredDoc, assemble, encode_heads,
+    Batch, BeginWrite, CatchUp, ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError,
+    StoredChange, StoredDoc, assemble, catch_up_of, encode_heads,
 };
 
 /// How long a writer waits for SQLite's write lock before failing.
@@ -40,12 +40,22 @@ const APPEND_QUEUE: usize = 4096;
 #[derive(Debug)]
 struct Append {
     id: DocumentId,
+    base: Vec<ChangeHash>,
     changes: Vec<StoredChange>,
     heads: Vec<ChangeHash>,
     projection: ProjectionDelta,
     events: Vec<OutboxEvent>,
     now_ms: i64,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<Appended, String>>,
+}
+
+/// One append's outcome inside a committed group.
+#[derive(Debug, Clone, Copy)]
+enum Appended {
+    /// Written; the highest `seq` it gave a chunk.
+    Stored(Option<i64>),
+    /// Its base was not the stored heads: nothing of it was written.
+    Stale,
 }
 
 impl SqliteStore {
@@ -101,7 +111,7 @@ impl SqliteStore {
             return Ok(None);
         };
         let changes = sqlx::query_as::<_, ChangeRow>(
-            "SELECT hash, data FROM changes WHERE document_id = ?1 ORDER BY seq",
+            "SELECT hash, data, seq FROM changes WHERE document_id = ?1 ORDER BY seq",
         )
         .bind(&key)
         .fetch_all(&mut *tx)
@@ -110,31 +120,56 @@ impl SqliteStore {
         assemble(id, document, changes).map(Some)
     }
 
+    pub async fn catch_up(
+        &self,
+        id: &DocumentId,
+        after_seq: i64,
+    ) -> Result<Option<CatchUp>, StoreError> {
+        let key = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        let Some(heads) =
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT heads FROM documents WHERE id = ?1")
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let changes = sqlx::query_as::<_, ChangeRow>(
+            "SELECT hash, data, seq FROM changes WHERE document_id = ?1 AND seq > ?2 ORDER BY seq",
+        )
+        .bind(&key)
+        .bind(after_seq)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        catch_up_of(id, &heads, changes, after_seq).map(Some)
+    }
+
     pub async fn append(
         &self,
         id: &DocumentId,
-        changes: &[StoredChange],
-        heads: &[ChangeHash],
-        projection: &ProjectionDelta,
-        events: &[OutboxEvent],
+        batch: Batch<'_>,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let (done, committed) = oneshot::channel();
         let append = Append {
             id: *id,
-            changes: changes.to_vec(),
-            heads: heads.to_vec(),
-            projection: projection.clone(),
-            events: events.to_vec(),
+            base: batch.base.to_vec(),
+            changes: batch.changes.to_vec(),
+            heads: batch.heads.to_vec(),
+            projection: batch.projection.clone(),
+            events: batch.events.to_vec(),
             now_ms,
             done,
         };
         let stopped = || StoreError::Write("the SQLite writer has stopped".into());
         self.appends.send(append).await.map_err(|_| stopped())?;
-        committed
-            .await
-            .map_err(|_| stopped())?
-            .map_err(StoreError::Write)
+        match committed.await.map_err(|_| stopped())? {
+            Ok(Appended::Stored(seq)) => Ok(seq),
+            Ok(Appended::Stale) => Err(StoreError::Stale(*id)),
+            Err(e) => Err(StoreError::Write(e)),
+        }
     }
 
     pub async fn compact(
@@ -144,20 +179,21 @@ impl SqliteStore {
         heads: &[ChangeHash],
         folded: &[ChangeHash],
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let key = id.to_string();
         let mut tx = self.pool.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO documents (id, snapshot, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, heads = excluded.heads,
-                                            updated_at = excluded.updated_at",
+        let current = sqlx::query(
+            "UPDATE documents SET snapshot = ?2, updated_at = ?3 WHERE id = ?1 AND heads = ?4",
         )
         .bind(&key)
         .bind(snapshot)
-        .bind(encode_heads(heads))
         .bind(now_ms)
+        .bind(encode_heads(heads))
         .execute(&mut *tx)
         .await?;
+        if current.rows_affected() == 0 {
+            return Ok(false);
+        }
         for hash in folded {
             sqlx::query("DELETE FROM changes WHERE document_id = ?1 AND hash = ?2")
                 .bind(&key)
@@ -166,7 +202,7 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn document_count(&self) -> Result<u64, StoreError> {
@@ -199,41 +235,62 @@ async fn group_writer(pool: SqlitePool, mut queue: mpsc::Receiver<Append>) {
                 Err(_) => break,
             }
         }
-        let result = write_group(&pool, &group).await.map_err(|e| e.to_string());
-        for append in group {
-            // A caller that gave up waiting needs no answer.
-            let _ = append.done.send(result.clone());
+        match write_group(&pool, &group).await {
+            Ok(outcomes) => {
+                for (append, outcome) in group.into_iter().zip(outcomes) {
+                    // A caller that gave up waiting needs no answer.
+                    let _ = append.done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for append in group {
+                    let _ = append.done.send(Err(e.to_string()));
+                }
+            }
         }
     }
 }
 
-async fn write_group(pool: &SqlitePool, group: &[Append]) -> Result<(), sqlx::Error> {
+async fn write_group(pool: &SqlitePool, group: &[Append]) -> Result<Vec<Appended>, sqlx::Error> {
     let mut tx = pool.begin_write().await?;
+    let mut outcomes = Vec::with_capacity(group.len());
     for append in group {
         let key = append.id.to_string();
-        sqlx::query(
+        // Checked first, so a stale append writes nothing and the group's others still commit.
+        let moved = sqlx::query(
             "INSERT INTO documents (id, heads, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at",
+             ON CONFLICT (id) DO UPDATE SET heads = excluded.heads, updated_at = excluded.updated_at
+             WHERE documents.heads = ?4",
         )
         .bind(&key)
         .bind(encode_heads(&append.heads))
         .bind(append.now_ms)
+        .bind(encode_heads(&append.base))
         .execute(&mut *tx)
         .await?;
+        if moved.rows_affected() == 0 {
+            outcomes.push(Appended::Stale);
+            continue;
+        }
+        let mut last_seq = None;
         for change in &append.changes {
-            sqlx::query(
+            let seq: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO changes (document_id, hash, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (document_id, hash) DO NOTHING",
+                 ON CONFLICT (document_id, hash) DO NOTHING
+                 RETURNING seq",
             )
             .bind(&key)
             .bind(&change.hash.0[..])
             .bind(&change.data)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            last_seq = last_seq.max(seq);
         }
         let sql = |text: &str| text.replace('$', "?");
         write_projection!(&mut *tx, sql, &key, &append.projection).await?;
         write_outbox!(&mut *tx, sql, &append.events).await?;
+        outcomes.push(Appended::Stored(last_seq));
     }
-    tx.commit().await
+    tx.commit().await?;
+    Ok(outcomes)
 }

@@ -257,6 +257,20 @@ impl Store {
 
     /// Records one attempt at `delivery`, and its subscription's run of failures: a success
     /// ends the run; a failure that makes it `disable_after` long disables the subscription.
+    /// Moves a pending delivery's next attempt to `at` without counting an attempt (its
+    /// destination's circuit is open: it was not called).
+    pub async fn postpone_delivery(&self, id: &str, at: i64) -> Result<(), StoreError> {
+        with_pool!(self, |pool, sql| {
+            sqlx::query(&sql("UPDATE webhook_deliveries SET next_attempt_at = $2
+                 WHERE id = $1 AND state = 'pending'"))
+            .bind(id)
+            .bind(at)
+            .execute(pool)
+            .await?;
+            Ok(())
+        })
+    }
+
     pub async fn record_attempt(
         &self,
         delivery: &DeliveryRow,

@@ -130,6 +130,15 @@ impl TestDb {
         account
     }
 
+    /// A database the test made itself (on a PostgreSQL of its own, say).
+    pub fn at(database_url: String) -> TestDb {
+        TestDb {
+            dir: tempfile::tempdir().expect("temp dir"),
+            database_url: Some(database_url),
+            account: std::sync::Mutex::new(None),
+        }
+    }
+
     pub fn config(&self) -> Config {
         let mut config = Config::for_data_dir(self.dir.path());
         config.database_url = self.database_url.clone();
@@ -260,6 +269,15 @@ impl ServerProcess {
 
     /// Starts the server with extra command-line flags.
     pub async fn start_with(db: &TestDb, flags: &[&str]) -> ServerProcess {
+        Self::start_with_env(db, flags, &[]).await
+    }
+
+    /// Starts the server with extra flags and environment variables.
+    pub async fn start_with_env(
+        db: &TestDb,
+        flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let log_path = db
             .data_dir()
             .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
@@ -272,6 +290,7 @@ impl ServerProcess {
             .arg(db.data_dir())
             .env_remove("DATABASE_URL")
             .env("TASKFLOW_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(&log_path).expect("log file"),
@@ -356,5 +375,166 @@ pub fn task_titles(doc: &automerge::Automerge) -> Vec<String> {
             titles
         }
         Err(_) => Vec::new(),
+    }
+}
+
+/// A Redis server of a test's own (the shared one stays up for the other tests), which the test
+/// can stop and start again on the same port.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        let port = free_addr().port();
+        let mut redis = OwnRedis { port, child: None };
+        redis.resume().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL): connections drop, nothing answers on the port.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("SIGKILL");
+            child.wait().await.expect("reaped");
+        }
+    }
+
+    /// Starts it again on the same port (empty: it keeps nothing on disk).
+    pub async fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server runs (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not listen on {addr}");
+    }
+}
+
+/// A PostgreSQL server of a test's own, in a temporary directory, which the test can stop
+/// (as a crash: immediate shutdown) and start again. Runs as the `postgres` user, since
+/// PostgreSQL refuses to run as root.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: TempDir,
+    bin: PathBuf,
+}
+
+impl OwnPostgres {
+    pub async fn start() -> OwnPostgres {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL installed (scripts/services.sh)")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|v| v.parse::<u32>().ok())
+            .max()
+            .expect("a PostgreSQL version");
+        let bin = PathBuf::from(format!("/usr/lib/postgresql/{version}/bin"));
+        let dir = tempfile::tempdir().expect("dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .await
+            .expect("chown");
+        assert!(chown.success());
+        let port = free_addr().port();
+        let pg = OwnPostgres { port, dir, bin };
+        pg.as_postgres(
+            "initdb",
+            &["-D", &pg.data(), "-A", "trust", "-U", "postgres"],
+        )
+        .await;
+        pg.resume().await;
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    async fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .await
+            .expect("runuser");
+        assert!(
+            output.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The URL of a fresh database on it.
+    pub async fn database(&self) -> String {
+        use sqlx::Connection;
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect");
+        sqlx::query("CREATE DATABASE taskflow")
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        format!("postgres://postgres@127.0.0.1:{}/taskflow", self.port)
+    }
+
+    /// Stops it the way a crash would (immediate shutdown: no checkpoint, connections cut).
+    pub async fn crash(&self) {
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "stop", "-m", "immediate", "-w"],
+        )
+        .await;
+    }
+
+    pub async fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {}",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "start",
+                "-w",
+            ],
+        )
+        .await;
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "stop", "-m", "immediate"])
+            .output();
     }
 }
