@@ -20,6 +20,7 @@ use taskflow_testkit::{Account, Peer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+mod cluster;
 mod events;
 mod notifications;
 mod rest;
@@ -46,6 +47,9 @@ enum Scenario {
     Events,
     /// Notifications: assignment to `notification_received` with many sockets open.
     Notifications,
+    /// Several nodes on PostgreSQL and Redis (needs --database-url): cross-node propagation,
+    /// and sync throughput with one node against several.
+    Cluster,
 }
 
 #[derive(Debug, Parser)]
@@ -95,6 +99,21 @@ struct Args {
     /// `notifications`: assignments timed one at a time.
     #[arg(long, default_value_t = 200)]
     notify_assignments: usize,
+    /// `cluster`: the Redis the nodes share.
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// `cluster`: server processes.
+    #[arg(long, default_value_t = 3)]
+    cluster_nodes: usize,
+    /// `cluster`: counter edits timed from the writer to each reader.
+    #[arg(long, default_value_t = 200)]
+    cluster_edits: usize,
+    /// `cluster`: sync clients writing as fast as they are acknowledged.
+    #[arg(long, default_value_t = 30)]
+    cluster_writers: usize,
+    /// `cluster`: seconds each throughput phase runs.
+    #[arg(long, default_value_t = 10)]
+    cluster_seconds: u64,
 }
 
 /// The server under test, in its own process.
@@ -568,6 +587,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.scenario == Scenario::Notifications && args.target == Target::Ours {
         notifications::scenario(&args, &fresh_dir()?, &bin).await?;
+    }
+    if args.scenario == Scenario::Cluster && args.target == Target::Ours {
+        cluster::scenario(&args, &fresh_dir()?, &bin).await?;
     }
     Ok(())
 }

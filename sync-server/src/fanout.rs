@@ -303,39 +303,37 @@ impl Subscriber {
         let mut first = true;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let connected = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub());
-            let pubsub = match connected.await {
+            // Documents keep opening (and are answered at once) while this connects: a hung
+            // Redis must not hold up their actors.
+            let client = self.client.clone();
+            let connect =
+                tokio::time::timeout(
+                    REDIS_TIMEOUT,
+                    async move { client.get_async_pubsub().await },
+                );
+            let Some(connected) = self.answering(&mut commands, connect).await else {
+                return;
+            };
+            let pubsub = match connected {
                 Ok(Ok(pubsub)) => pubsub,
                 failed => {
                     if let Ok(Err(e)) = failed {
                         tracing::warn!(error = %e, "Redis unreachable for document notices");
                     }
                     crate::telemetry::dependency_error("redis");
-                    // Meanwhile documents open and close; keep count so they are subscribed
-                    // once Redis is back.
                     let retry = tokio::time::sleep(backoff);
-                    tokio::pin!(retry);
-                    loop {
-                        tokio::select! {
-                            _ = &mut retry => break,
-                            command = commands.recv() => match command {
-                                Some(Subscription::Open(id, done)) => {
-                                    self.count(id, true);
-                                    let _ = done.send(());
-                                }
-                                Some(Subscription::Close(id)) => {
-                                    self.count(id, false);
-                                }
-                                None => return,
-                            },
-                        }
+                    if self.answering(&mut commands, retry).await.is_none() {
+                        return;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
             let (mut sink, mut stream) = pubsub.split();
+            // Commands wait meanwhile (at most REDIS_TIMEOUT): one answered now would miss
+            // its subscription.
             if self.subscribe_all(&mut sink).await.is_err() {
+                tokio::time::sleep(backoff).await;
                 continue;
             }
             backoff = Duration::from_millis(100);
@@ -360,6 +358,30 @@ impl Subscriber {
             }
             crate::telemetry::dependency_error("redis");
             tracing::warn!("lost the Redis subscription for document notices; subscribing again");
+        }
+    }
+
+    /// Runs `until` while counting and answering commands (not subscribing: there is no
+    /// connection); `None` when the fan-out is gone.
+    async fn answering<T>(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Subscription>,
+        until: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                done = &mut until => return Some(done),
+                command = commands.recv() => match command? {
+                    Subscription::Open(id, done) => {
+                        self.count(id, true);
+                        let _ = done.send(());
+                    }
+                    Subscription::Close(id) => {
+                        self.count(id, false);
+                    }
+                },
+            }
         }
     }
 

@@ -18,7 +18,9 @@ use tokio::process::{Child, Command};
 use crate::events::{
     Recorder, TASK_LIFE, about, check_task_life, edit_a_task, kinds, poison_and_move_on, rest,
 };
-use crate::support::{Backend, ServerProcess, TestDb, TestServer, free_addr, python};
+use crate::support::{
+    Backend, ServerProcess, TestDb, TestServer, add_task, board, free_addr, python, task_titles,
+};
 
 /// A tansu broker keeping its topics in memory.
 struct Broker {
@@ -235,6 +237,13 @@ async fn a_broker_outage_delays_events_and_loses_none() {
     let before = tasks_made_and_renamed(account, &project, 3).await;
     let records = read_topic(&broker.brokers(), "taskflow.events", 2 + 2 * before.len()).await;
     assert_eq!(per_key(&records).len(), 2 + before.len());
+    // Two people live on a board (one more `project.created`).
+    let mut ann = server.peer("ann").await.expect("join");
+    let live = ann.create(board("Live", 0)).await.expect("create");
+    ann.until_server_has(live).await.expect("stored");
+    let mut bob = server.peer("bob").await.expect("join");
+    bob.request(live).await.expect("request");
+    bob.until_server_has(live).await.expect("fetched");
 
     // The broker goes down in the middle of a burst of edits (the relay may be sending the
     // first half); the server serves on, and the second half waits in the outbox.
@@ -245,9 +254,16 @@ async fn a_broker_outage_delays_events_and_loses_none() {
         server.store.pending_event_count().await.expect("count") > 0,
         "the outbox grows"
     );
+    // The sync path waits on no broker: Bob sees Ann's card (one more `task.created`).
+    ann.edit(live, |d| add_task(d, "while Kafka is down"))
+        .await
+        .expect("edit");
+    bob.until_doc(live, |d| task_titles(d) == ["while Kafka is down"])
+        .await
+        .expect("synced while the broker is down");
 
     broker.resume();
-    let everything = 2 + 2 * (before.len() + during.len());
+    let everything = 2 + 2 * (before.len() + during.len()) + 2;
     let records = read_topic(&broker.brokers(), "taskflow.events", everything).await;
     let keys = per_key(&records);
     for id in before.iter().chain(&during) {
@@ -349,5 +365,93 @@ async fn notifications_come_from_the_topic_through_their_consumer_group() {
         ("Tess Tester assigned you to “Through Kafka”", 1)
     );
     server.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_relay_each_event_once() {
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let brokers = broker.brokers();
+    let redis = crate::redis::redis_url();
+    let flags = ["--kafka-brokers", &brokers, "--redis-url", &redis];
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(ServerProcess::start_with(&db, &flags).await);
+    }
+    let account = nodes[0].account.clone();
+    let (project, _) = account.project("Three relays").await.expect("project");
+    for i in 0..30 {
+        let on = account.at(nodes[i % 3].addr);
+        let body = json!({ "projectId": project, "title": format!("task {i}") });
+        rest(&on, Method::POST, "/api/v1/tasks", body).await;
+    }
+    // Every event written, by whichever node, is on the topic once: one relay publishes.
+    let written: Vec<String> = {
+        use sqlx::Connection;
+        let url = db.database_url.as_deref().expect("PostgreSQL");
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query_scalar("SELECT id FROM outbox ORDER BY seq")
+            .fetch_all(&mut conn)
+            .await
+            .expect("outbox")
+    };
+    assert!(written.len() >= 32, "{} events", written.len());
+    let records = read_topic(&brokers, "taskflow.events", written.len()).await;
+    let mut published: Vec<String> = records.iter().map(|r| r.event.id.clone()).collect();
+    published.sort();
+    let mut expected = written.clone();
+    expected.sort();
+    assert_eq!(published, expected, "each event once, none missing");
+    for node in nodes {
+        node.kill9().await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_drains_the_outbox_for_a_bounded_time_and_keeps_the_rest() {
+    let broker = Broker::start().await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let brokers = broker.brokers();
+    let flags = ["--kafka-brokers", &brokers, "--drain-timeout", "2s"];
+    let node = ServerProcess::start_with(&db, &flags).await;
+    let account = node.account.clone();
+    let (project, _) = account.project("Draining").await.expect("project");
+    let made = tasks_made_and_renamed(&account, &project, 3).await;
+    read_topic(&brokers, "taskflow.events", 2 + 2 * made.len()).await;
+
+    // A broker that never answers: SIGTERM still ends the server within the drain bound,
+    // cleanly, and what could not be published stays in the outbox.
+    broker.pause();
+    let waiting = tasks_made_and_renamed(&account, &project, 3).await;
+    let stopping = std::time::Instant::now();
+    let status = node.terminate().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    let store =
+        taskflow_sync_server::store::Store::open(db.database_url.as_deref(), &db.data_dir())
+            .await
+            .expect("store");
+    assert!(store.pending_event_count().await.expect("count") > 0);
+
+    // The next start publishes them.
+    broker.resume();
+    let node = ServerProcess::start_with(&db, &flags).await;
+    let everything = 2 + 2 * (made.len() + waiting.len());
+    let keys = per_key(&read_topic(&brokers, "taskflow.events", everything).await);
+    for id in &waiting {
+        assert_eq!(
+            keys.get(id).map(Vec::len),
+            Some(2),
+            "{id}'s events went out"
+        );
+    }
+    store.close().await;
+    node.kill9().await;
     broker.stop().await;
 }

@@ -19,7 +19,9 @@ use crate::deadlines;
 use crate::events::rest;
 use crate::notifications::{INVITED, kinds_once, team};
 use crate::recurrences;
-use crate::support::{Backend, TestDb, eventually, free_addr, state_dir};
+use crate::support::{
+    Backend, TestDb, add_task, board, eventually, free_addr, state_dir, task_titles,
+};
 
 const INTERNAL_TOKEN: &str = "the internal token of a deployment with workers apart";
 
@@ -193,7 +195,18 @@ async fn deadlines_set_while_temporal_is_down_fire_once_it_is_up() {
     let task = deadlines::task_due(ann, bob, &due).await;
     let sla = deadlines::sla_until(bob, &task, deadlines::next_is("remind")).await;
     let project = sla["projectId"].as_str().expect("project").to_owned();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The sync path waits on no Temporal: two peers sync a board meanwhile.
+    let mut one = server.peer("one").await.expect("join");
+    let live = one.create(board("Live", 0)).await.expect("create");
+    one.until_server_has(live).await.expect("stored");
+    let mut two = server.peer("two").await.expect("join");
+    two.request(live).await.expect("request");
+    one.edit(live, |d| add_task(d, "while Temporal is down"))
+        .await
+        .expect("edit");
+    two.until_doc(live, |d| task_titles(d) == ["while Temporal is down"])
+        .await
+        .expect("synced while Temporal is down");
 
     // Once up, it is handed the deadline kept meanwhile, and its workflow sends the reminder.
     let temporal = DevServer::start_on(Some(port)).await;
