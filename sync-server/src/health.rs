@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
@@ -64,7 +64,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 when every check passes, else 503; the body lists each check.
+/// `GET /readyz`: 200 when every check passes, else 503 as a problem; either lists each check.
 pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let mut checks = check_all(shared.identity.store(), &shared.dependencies).await;
     if shared.shutdown.is_cancelled() {
@@ -74,17 +74,37 @@ pub async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             error: Some("stopping: draining sockets and the outbox".into()),
         });
     }
-    let ready = checks.iter().all(|c| c.ok);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = Readiness {
-        status: if ready { "ready" } else { "unavailable" },
+    if checks.iter().all(|c| c.ok) {
+        let body = Readiness {
+            status: "ready",
+            checks,
+        };
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    let body = NotReady {
+        r#type: "/problems/not-ready",
+        title: "Not ready",
+        status: 503,
+        detail: format!("failing: {}", failing.join(", ")),
         checks,
     };
-    (status, Json(body)).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// A failed readiness check as a problem (RFC 9457) with the checks as an extension member.
+#[derive(Debug, Serialize)]
+struct NotReady {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    checks: Vec<Check>,
 }
 
 /// Runs every check, concurrently.

@@ -116,6 +116,7 @@ async fn postgres_restarted_under_load_loses_no_edit() {
     // Meanwhile the node says it is not ready, and why, but is alive.
     let (status, body) = readyz(&node).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["type"], "/problems/not-ready");
     assert_eq!(body["checks"][0]["name"], "database");
     assert_eq!(body["checks"][0]["ok"], false);
     assert_eq!(
