@@ -34,7 +34,7 @@ local next_tat = tat + every
 if next_tat - now > every * burst then
   return next_tat - now - every * burst
 end
-redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
+redis.call('SET', KEYS[1], next_tat, 'PX', math.max(next_tat - now, 1))
 return 0
 ";
 

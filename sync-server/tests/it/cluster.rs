@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use taskflow_client_core::board::Board;
-use taskflow_client_core::board::ops::NewTask;
-use taskflow_client_core::{Client, ClientConfig, DocumentId, Edit, ServerConfig, SyncStatus};
+use taskflow_client_core::{Client, DocumentId, SyncStatus};
 use taskflow_testkit::Account;
 use tempfile::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::redis::redis_url;
-use crate::support::{Backend, ServerProcess, TestDb};
+use crate::support::{Backend, ServerProcess, TestDb, add_titled_task, sync_client};
 
 /// Bound on every wait.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,27 +62,6 @@ impl Balancer {
     }
 }
 
-/// A client-core client of `account`, syncing through `addr` (a node or a balancer).
-async fn client(dir: &TempDir, account: &Account, addr: SocketAddr) -> Client {
-    let server = ServerConfig::new(&format!("ws://{addr}/api/v1/sync"))
-        .expect("url")
-        .with_token(account.access_token.clone());
-    Client::open(ClientConfig {
-        data_dir: dir.path().to_owned(),
-        user: account.user_id.clone(),
-        server: Some(server),
-    })
-    .await
-    .expect("client opens")
-}
-
-async fn add_task(client: &Client, board: DocumentId, title: &str) {
-    client
-        .edit(board, Edit::AddTask(NewTask::titled(title, "test")))
-        .await
-        .expect("add task");
-}
-
 fn titles(board: &Board) -> BTreeSet<String> {
     board.tasks.values().map(|t| t.title.clone()).collect()
 }
@@ -124,7 +102,7 @@ async fn people_on_different_nodes_see_each_others_edits_and_presence_live() {
     // Two clients per node.
     let mut clients = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        let client = client(dir, account, nodes[i % 3].addr).await;
+        let client = sync_client(dir, account, nodes[i % 3].addr).await;
         client.fetch(board).await.expect("fetch");
         synced(&client, board).await;
         clients.push(client);
@@ -133,7 +111,7 @@ async fn people_on_different_nodes_see_each_others_edits_and_presence_live() {
     let mut expected = BTreeSet::new();
     let edits = clients.iter().enumerate().map(|(i, client)| async move {
         for j in 0..5 {
-            add_task(client, board, &format!("client {i} task {j}")).await;
+            add_titled_task(client, board, &format!("client {i} task {j}")).await;
         }
     });
     futures_util::future::join_all(edits).await;
@@ -145,6 +123,19 @@ async fn people_on_different_nodes_see_each_others_edits_and_presence_live() {
     for client in &clients {
         until_titles(client, board, &expected).await;
     }
+
+    // The cross-node delay is measured where notices arrive.
+    let metrics = reqwest::get(format!("http://{}/metrics", nodes[1].addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("taskflow_fanout_delay_seconds_count"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("taskflow_circuit_open{dependency=\"redis\"} 0"));
 
     // Presence crosses nodes too: a viewer on node 0 is seen by a client on node 2.
     clients[0].set_viewing(board, None).await.expect("view");
@@ -179,7 +170,7 @@ async fn a_node_killed_with_kill_9_costs_its_clients_a_reconnect_and_nothing_els
     let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let mut clients = Vec::new();
     for (dir, balancer) in dirs.iter().zip(&balancers) {
-        let client = client(dir, &account, balancer.addr).await;
+        let client = sync_client(dir, &account, balancer.addr).await;
         client.fetch(board).await.expect("fetch");
         synced(&client, board).await;
         clients.push(client);
@@ -188,13 +179,13 @@ async fn a_node_killed_with_kill_9_costs_its_clients_a_reconnect_and_nothing_els
     // Node 0's client edits on while node 0 dies under it; the others edit too.
     let mut expected = BTreeSet::new();
     for j in 0..10 {
-        add_task(&clients[0], board, &format!("before {j}")).await;
+        add_titled_task(&clients[0], board, &format!("before {j}")).await;
         expected.insert(format!("before {j}"));
     }
     nodes.remove(0).kill9().await;
     for j in 0..10 {
-        add_task(&clients[0], board, &format!("after {j}")).await;
-        add_task(&clients[1], board, &format!("other {j}")).await;
+        add_titled_task(&clients[0], board, &format!("after {j}")).await;
+        add_titled_task(&clients[1], board, &format!("other {j}")).await;
         expected.insert(format!("after {j}"));
         expected.insert(format!("other {j}"));
     }
@@ -205,7 +196,7 @@ async fn a_node_killed_with_kill_9_costs_its_clients_a_reconnect_and_nothing_els
 
     // And the store has it all: a new client on a surviving node fetches every task.
     let late_dir = tempfile::tempdir().expect("dir");
-    let late = client(&late_dir, &account, nodes[1].addr).await;
+    let late = sync_client(&late_dir, &account, nodes[1].addr).await;
     late.fetch(board).await.expect("fetch");
     until_titles(&late, board, &expected).await;
     assert_eq!(

@@ -8,27 +8,12 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use taskflow_client_core::board::ops::NewTask;
-use taskflow_client_core::{Client, ClientConfig, DocumentId, Edit, ServerConfig, SyncStatus};
+use taskflow_client_core::{Client, DocumentId, SyncStatus};
 use taskflow_testkit::Account;
-use tempfile::TempDir;
 
-use crate::support::{OwnPostgres, OwnRedis, ServerProcess, TestDb};
+use crate::support::{OwnPostgres, OwnRedis, ServerProcess, TestDb, add_titled_task, sync_client};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn client(dir: &TempDir, account: &Account, addr: std::net::SocketAddr) -> Client {
-    let server = ServerConfig::new(&format!("ws://{addr}/api/v1/sync"))
-        .expect("url")
-        .with_token(account.access_token.clone());
-    Client::open(ClientConfig {
-        data_dir: dir.path().to_owned(),
-        user: account.user_id.clone(),
-        server: Some(server),
-    })
-    .await
-    .expect("client opens")
-}
 
 /// Fetches the board and waits until the client holds it.
 async fn fetched(client: &Client, board: DocumentId) {
@@ -39,13 +24,6 @@ async fn fetched(client: &Client, board: DocumentId) {
         [SyncStatus::InSync],
         "board {board} was not fetched"
     );
-}
-
-async fn add_task(client: &Client, board: DocumentId, title: &str) {
-    client
-        .edit(board, Edit::AddTask(NewTask::titled(title, "test")))
-        .await
-        .expect("a local edit always works");
 }
 
 async fn titles(client: &Client, board: DocumentId) -> BTreeSet<String> {
@@ -98,18 +76,18 @@ async fn postgres_restarted_under_load_loses_no_edit() {
     let account = node.account.clone();
     let (_, board) = account.project("Through a restart").await.expect("project");
     let dir = tempfile::tempdir().expect("dir");
-    let ann = client(&dir, &account, node.addr).await;
+    let ann = sync_client(&dir, &account, node.addr).await;
     fetched(&ann, board).await;
 
     // Edits keep coming while the database goes down and comes back.
     let mut expected = BTreeSet::new();
     for i in 0..10 {
-        add_task(&ann, board, &format!("before {i}")).await;
+        add_titled_task(&ann, board, &format!("before {i}")).await;
         expected.insert(format!("before {i}"));
     }
     pg.crash().await;
     for i in 0..10 {
-        add_task(&ann, board, &format!("during {i}")).await;
+        add_titled_task(&ann, board, &format!("during {i}")).await;
         expected.insert(format!("during {i}"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -131,7 +109,7 @@ async fn postgres_restarted_under_load_loses_no_edit() {
 
     pg.resume().await;
     for i in 0..10 {
-        add_task(&ann, board, &format!("after {i}")).await;
+        add_titled_task(&ann, board, &format!("after {i}")).await;
         expected.insert(format!("after {i}"));
     }
     until_synced_with(&ann, board, &expected).await;
@@ -139,7 +117,7 @@ async fn postgres_restarted_under_load_loses_no_edit() {
 
     // The store has every edit: a fresh client fetches them all.
     let fresh_dir = tempfile::tempdir().expect("dir");
-    let fresh = client(&fresh_dir, &account, node.addr).await;
+    let fresh = sync_client(&fresh_dir, &account, node.addr).await;
     fetched(&fresh, board).await;
     until_synced_with(&fresh, board, &expected).await;
     ann.shutdown().await;
@@ -160,20 +138,20 @@ async fn redis_down_leaves_each_node_working_and_fan_out_resumes_after() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let ann = client(&dirs.0, &account, one.addr).await;
-    let bob = client(&dirs.1, &account, two.addr).await;
+    let ann = sync_client(&dirs.0, &account, one.addr).await;
+    let bob = sync_client(&dirs.1, &account, two.addr).await;
     for c in [&ann, &bob] {
         fetched(c, board).await;
     }
     let mut expected = BTreeSet::new();
-    add_task(&ann, board, "with Redis").await;
+    add_titled_task(&ann, board, "with Redis").await;
     expected.insert("with Redis".to_owned());
     until_synced_with(&bob, board, &expected).await;
 
     redis.kill().await;
     // Each node alone keeps working: sync, REST, sign-in, rate limits in process.
     for i in 0..5 {
-        add_task(&ann, board, &format!("without Redis {i}")).await;
+        add_titled_task(&ann, board, &format!("without Redis {i}")).await;
         expected.insert(format!("without Redis {i}"));
     }
     let deadline = tokio::time::Instant::now() + TIMEOUT;
@@ -210,7 +188,7 @@ async fn redis_down_leaves_each_node_working_and_fan_out_resumes_after() {
     // Redis back: node two catches up with what it missed, and live fan-out resumes.
     redis.resume().await;
     until_synced_with(&bob, board, &expected).await;
-    add_task(&bob, board, "back again").await;
+    add_titled_task(&bob, board, "back again").await;
     expected.insert("back again".to_owned());
     until_synced_with(&ann, board, &expected).await;
     let deadline = tokio::time::Instant::now() + TIMEOUT;

@@ -197,3 +197,34 @@ async fn a_project_view_cached_on_one_node_follows_changes_made_on_the_other() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_rest_requests_are_limited_across_nodes() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let redis = redis_url();
+    let config = || {
+        let mut config = db.config();
+        config.redis_url = Some(redis.clone());
+        config.api_rate_per_user = 1;
+        config.api_burst_per_user = 6;
+        config
+    };
+    let a = TestServer::start(config()).await;
+    let b = TestServer::start_as(config(), Some(a.account.clone())).await;
+    let user = Account::register(a.addr, "Busy").await.expect("register");
+    // Six at once in all, wherever they land; each node alone would allow six.
+    let mut answers = Vec::new();
+    for node in [&a, &b, &a, &b, &a, &b, &a, &b] {
+        answers.push(me(node, &user.access_token).await);
+    }
+    let refused = answers
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(
+        (1..=3).contains(&refused),
+        "the burst is shared by both nodes: {answers:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -37,11 +37,17 @@ async fn append(
     store.append(id, batch, 1).await
 }
 
-async fn an_append_on_heads_another_node_moved_is_refused_and_writes_nothing(backend: Backend) {
+/// A store on a fresh database (kept as long as the returned `TestDb`).
+async fn fresh_store(backend: Backend) -> (TestDb, Store) {
     let db = TestDb::new(backend).await;
     let store = Store::open(db.database_url.as_deref(), &db.data_dir())
         .await
         .expect("store");
+    (db, store)
+}
+
+async fn an_append_on_heads_another_node_moved_is_refused_and_writes_nothing(backend: Backend) {
+    let (_db, store) = fresh_store(backend).await;
     let id = DocumentId::random();
     let mut doc = AutoCommit::new();
     let (first, after_first) = change(&mut doc, 1);
@@ -101,10 +107,7 @@ async fn an_append_on_heads_another_node_moved_is_refused_and_writes_nothing(bac
 }
 
 async fn a_compaction_that_would_drop_newer_changes_is_refused(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = Store::open(db.database_url.as_deref(), &db.data_dir())
-        .await
-        .expect("store");
+    let (_db, store) = fresh_store(backend).await;
     let id = DocumentId::random();
     let mut doc = AutoCommit::new();
     let (first, after_first) = change(&mut doc, 1);

@@ -538,3 +538,32 @@ impl Drop for OwnPostgres {
             .output();
     }
 }
+
+/// A client-core client of `account` (the desktop app's and the CLI's library) syncing through
+/// `addr` (a node, or a balancer in front of nodes), with its replicas in `dir`.
+pub async fn sync_client(
+    dir: &TempDir,
+    account: &Account,
+    addr: SocketAddr,
+) -> taskflow_client_core::Client {
+    let server = taskflow_client_core::ServerConfig::new(&format!("ws://{addr}/api/v1/sync"))
+        .expect("url")
+        .with_token(account.access_token.clone());
+    taskflow_client_core::Client::open(taskflow_client_core::ClientConfig {
+        data_dir: dir.path().to_owned(),
+        user: account.user_id.clone(),
+        server: Some(server),
+    })
+    .await
+    .expect("client opens")
+}
+
+/// Adds a task titled `title` on the client (a local edit, which always works).
+pub async fn add_titled_task(
+    client: &taskflow_client_core::Client,
+    board: taskflow_proto::DocumentId,
+    title: &str,
+) {
+    let edit = taskflow_client_core::Edit::AddTask(NewTask::titled(title, "test"));
+    client.edit(board, edit).await.expect("a local edit");
+}
