@@ -258,10 +258,34 @@ impl Store {
         id: &DocumentId,
         after_seq: i64,
     ) -> Result<Option<CatchUp>, StoreError> {
-        match self {
-            Store::Sqlite(s) => s.catch_up(id, after_seq).await,
-            Store::Postgres(s) => s.catch_up(id, after_seq).await,
-        }
+        let key = id.to_string();
+        let postgres = matches!(self, Store::Postgres(_));
+        with_pool!(self, |pool, sql| {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                // One snapshot for both reads (SQLite's read transaction is one already).
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let heads: Option<Vec<u8>> =
+                sqlx::query_scalar(&sql("SELECT heads FROM documents WHERE id = $1"))
+                    .bind(&key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(heads) = heads else {
+                return Ok(None);
+            };
+            let changes: Vec<ChangeRow> = sqlx::query_as(&sql(
+                "SELECT hash, data, seq FROM changes WHERE document_id = $1 AND seq > $2 ORDER BY seq",
+            ))
+            .bind(&key)
+            .bind(after_seq)
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            catch_up_of(id, &heads, changes, after_seq).map(Some)
+        })
     }
 
     /// Replaces the snapshot with `snapshot` (which holds every change up to `heads`) and deletes

@@ -10,10 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use taskflow_proto::DocumentId;
 
-use super::{
-    Batch, CatchUp, ChangeRow, DocumentRow, StoreError, StoredDoc, assemble, catch_up_of,
-    encode_heads,
-};
+use super::{Batch, ChangeRow, DocumentRow, StoreError, StoredDoc, assemble, encode_heads};
 
 const MAX_CONNECTIONS: u32 = 16;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,35 +70,6 @@ impl PgStore {
         .await?;
         tx.commit().await?;
         assemble(id, document, changes).map(Some)
-    }
-
-    pub async fn catch_up(
-        &self,
-        id: &DocumentId,
-        after_seq: i64,
-    ) -> Result<Option<CatchUp>, StoreError> {
-        let key = id.to_string();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        let Some(heads) =
-            sqlx::query_scalar::<_, Vec<u8>>("SELECT heads FROM documents WHERE id = $1")
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let changes = sqlx::query_as::<_, ChangeRow>(
-            "SELECT hash, data, seq FROM changes WHERE document_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(&key)
-        .bind(after_seq)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        catch_up_of(id, &heads, changes, after_seq).map(Some)
     }
 
     pub async fn append(

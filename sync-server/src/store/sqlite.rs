@@ -17,8 +17,8 @@ use taskflow_proto::DocumentId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Batch, BeginWrite, CatchUp, ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError,
-    StoredChange, StoredDoc, assemble, catch_up_of, encode_heads,
+    Batch, BeginWrite, ChangeRow, DocumentRow, OutboxEvent, ProjectionDelta, StoreError,
+    StoredChange, StoredDoc, assemble, encode_heads,
 };
 
 /// How long a writer waits for SQLite's write lock before failing.
@@ -118,32 +118,6 @@ impl SqliteStore {
         .await?;
         tx.commit().await?;
         assemble(id, document, changes).map(Some)
-    }
-
-    pub async fn catch_up(
-        &self,
-        id: &DocumentId,
-        after_seq: i64,
-    ) -> Result<Option<CatchUp>, StoreError> {
-        let key = id.to_string();
-        let mut tx = self.pool.begin().await?;
-        let Some(heads) =
-            sqlx::query_scalar::<_, Vec<u8>>("SELECT heads FROM documents WHERE id = ?1")
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let changes = sqlx::query_as::<_, ChangeRow>(
-            "SELECT hash, data, seq FROM changes WHERE document_id = ?1 AND seq > ?2 ORDER BY seq",
-        )
-        .bind(&key)
-        .bind(after_seq)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        catch_up_of(id, &heads, changes, after_seq).map(Some)
     }
 
     pub async fn append(
