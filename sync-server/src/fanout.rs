@@ -300,7 +300,6 @@ struct Subscriber {
 impl Subscriber {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Subscription>) {
         use futures_util::StreamExt;
-        let mut first = true;
         let mut backoff = Duration::from_millis(100);
         loop {
             // Documents keep opening (and are answered at once) while this connects: a hung
@@ -337,11 +336,12 @@ impl Subscriber {
                 continue;
             }
             backoff = Duration::from_millis(100);
-            if !first {
+            // Documents opened while Redis was unreachable (or before this connection was lost)
+            // may have missed notices.
+            if !self.open.is_empty() {
                 tracing::info!(documents = self.open.len(), "document notices resumed");
                 self.resync_all().await;
             }
-            first = false;
             loop {
                 tokio::select! {
                     command = commands.recv() => {
@@ -421,9 +421,12 @@ impl Subscriber {
         } else {
             tokio::time::timeout(REDIS_TIMEOUT, sink.unsubscribe(channel(&self.prefix, &id))).await
         };
-        // Answered after subscribing: the actor reads the store only then.
-        if let Some(done) = done {
-            let _ = done.send(());
+        // Answered after subscribing: the actor reads the store only then. An actor that gave
+        // up waiting read it before: it catches up now that notices reach it.
+        if let Some(done) = done
+            && done.send(()).is_err()
+        {
+            let _ = self.deliver.send((id, Notice::Resync)).await;
         }
         match result {
             Ok(Ok(())) => Ok(()),

@@ -6,8 +6,9 @@
 //! down, for `cool_down`; then one trial call goes through (half open) and its outcome closes
 //! or reopens the circuit. What a failed call means is each caller's business: Redis callers
 //! fall back to this node's own state, the relay and the mailer keep their rows and retry with
-//! backoff, deadlines stay marked for the next round. None of them is on the sync path, which
-//! never waits on anything but the database.
+//! backoff, deadlines stay marked for the next round. The sync path waits on the database and,
+//! for the project-cache invalidation after a commit (so a REST read after a write sees it), on
+//! Redis through its breaker: a second at most, then nothing while the circuit is open.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -68,8 +69,11 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One trial call is in flight; others are refused until it ends.
-    HalfOpen,
+    /// One trial call is in flight; others are refused until it ends, or until `until` should
+    /// the trial never end (its caller dropped it), when another may try.
+    HalfOpen {
+        until: Instant,
+    },
 }
 
 /// One dependency's circuit. Share it (`Arc`) between everything calling that dependency.
@@ -131,11 +135,13 @@ impl Breaker {
         let mut state = self.state.lock().expect("breaker lock");
         match *state {
             State::Closed { .. } => Ok(()),
-            State::Open { until } if now >= until => {
-                *state = State::HalfOpen;
+            State::Open { until } | State::HalfOpen { until } if now >= until => {
+                *state = State::HalfOpen {
+                    until: now + self.config.timeout,
+                };
                 Ok(())
             }
-            State::Open { .. } | State::HalfOpen => Err(Failure::Open),
+            State::Open { .. } | State::HalfOpen { .. } => Err(Failure::Open),
         }
     }
 
@@ -230,6 +236,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(120));
         assert!(matches!(fail(&b).await, Err(Failure::Failed(_))));
         assert!(b.is_open(), "the trial failed: open again");
+    }
+
+    #[tokio::test]
+    async fn a_trial_its_caller_dropped_does_not_keep_the_circuit_open() {
+        let b = breaker();
+        for _ in 0..2 {
+            assert!(fail(&b).await.is_err());
+        }
+        std::thread::sleep(Duration::from_millis(120));
+        // The trial starts and is dropped before it ends (its request was cancelled).
+        let trial = b.call(std::future::pending::<Result<(), &str>>());
+        let _ = tokio::time::timeout(Duration::from_millis(1), trial).await;
+        assert!(
+            matches!(succeed(&b).await, Err(Failure::Open)),
+            "the trial is in flight"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            succeed(&b).await.is_ok(),
+            "another trial after the call timeout"
+        );
+        assert!(!b.is_open());
     }
 
     #[tokio::test]

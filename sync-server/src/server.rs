@@ -487,12 +487,17 @@ impl Server {
         // After the documents: their last commits may have written events, which the relay
         // publishes (for at most `drain`) before it stops.
         events_stop.cancel();
-        let stopped = futures_util::future::join_all(event_tasks);
+        let mut event_tasks = event_tasks;
+        let stopped = futures_util::future::join_all(event_tasks.iter_mut());
         if tokio::time::timeout(self.drain + Duration::from_secs(1), stopped)
             .await
             .is_err()
         {
-            tracing::warn!("some event tasks did not stop in time");
+            // Whatever they were doing is redone after a restart (rows stay pending).
+            tracing::warn!("some event tasks did not stop in time; stopping them");
+            for task in &event_tasks {
+                task.abort();
+            }
         }
         self.store.close().await;
         tracing::info!("stopped");

@@ -94,8 +94,9 @@ pub async fn run(
     );
 }
 
-/// Temporal's client behind its circuit breaker: while Temporal is down, rounds fail at once
-/// and the marks wait, instead of every round waiting out the client's timeouts.
+/// Temporal's client, and the circuit breaker deadline hand-overs go through: while Temporal is
+/// down, rounds fail at once and the marks wait, instead of every round waiting out the
+/// client's timeouts.
 struct Guarded {
     workflows: Workflows,
     breaker: Breaker,
@@ -280,9 +281,11 @@ async fn reconcile(store: &Store, temporal: &Guarded) -> Result<(), String> {
             timezone: rule.timezone,
         })
         .collect();
+    // Not through the breaker: a rule Temporal refuses fails the round without Temporal being
+    // down, and the round repeats every half minute anyway.
     temporal
-        .breaker
-        .call(temporal.workflows.keep_schedules(&specs))
+        .workflows
+        .keep_schedules(&specs)
         .await
         .map_err(|e| e.to_string())
 }

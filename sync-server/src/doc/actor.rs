@@ -120,7 +120,8 @@ impl Actor {
                         Some(format!("document {} is unavailable", self.id)),
                     );
                 }
-                DocCommand::Shutdown => {}
+                // Notices concern open documents only; a new actor reads the store anyway.
+                DocCommand::Shutdown | DocCommand::Remote(_) => {}
                 command if !self.stopping && result.is_ok() => {
                     let registry = self.registry.clone();
                     let id = self.id;
@@ -865,10 +866,10 @@ impl Actor {
             .await;
         match result {
             Ok(false) => {
-                // Another node stored changes meanwhile; its notice brings them, and a later
-                // compaction folds them too.
+                // Another node stored changes meanwhile: take them in (a later compaction
+                // folds them too) rather than wait for a notice that may be lost.
                 self.state = Some(state);
-                Ok(())
+                self.catch_up().await
             }
             Ok(true) => {
                 tracing::debug!(document = %self.id, folded = folded.len(), bytes = snapshot.len(), "compacted");

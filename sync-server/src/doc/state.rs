@@ -461,6 +461,10 @@ impl DocState {
     /// False when the chunks do not reach those heads (another node folded some into a new
     /// snapshot meanwhile): then the caller reloads the whole document with [`Self::reload`].
     pub fn catch_up(&mut self, caught: CatchUp) -> Result<bool, AutomergeError> {
+        // Changes of ours not stored yet (by us): if the store turns out to hold them already,
+        // they must have arrived among the chunks, or another node folded them into a
+        // snapshot we have not read.
+        let unstored: Vec<ChangeHash> = self.new_changes().iter().map(Change::hash).collect();
         if let Some(doc) = self.doc.as_mut() {
             for change in &caught.changes {
                 doc.load_incremental(&change.data)?;
@@ -470,6 +474,18 @@ impl DocState {
                 .iter()
                 .all(|h| doc.get_change_by_hash(h).is_some())
             {
+                return Ok(false);
+            }
+            let beyond: HashSet<ChangeHash> = doc
+                .get_changes(&caught.heads)
+                .iter()
+                .map(Change::hash)
+                .collect();
+            let arrived: HashSet<ChangeHash> = caught.changes.iter().map(|c| c.hash).collect();
+            let folded_elsewhere = unstored
+                .iter()
+                .any(|h| !beyond.contains(h) && !arrived.contains(h));
+            if folded_elsewhere {
                 return Ok(false);
             }
         } else if !caught.changes.is_empty() || caught.heads != self.stored.heads {
@@ -700,6 +716,52 @@ mod tests {
             doc.commit();
         }
         doc.document().clone()
+    }
+
+    /// The server's state of `base` as stored, holding in memory one more change it has not
+    /// stored (as when a peer's change is applied and another node stores the same first).
+    fn with_unstored_change(base: &Automerge) -> (DocState, StoredChange, Vec<ChangeHash>) {
+        let stored = StoredDoc {
+            snapshot: Some(base.save()),
+            changes: Vec::new(),
+            heads: base.get_heads(),
+            last_seq: 0,
+        };
+        let mut ahead = automerge::AutoCommit::load(&base.save()).expect("load");
+        ops::add_task(&mut ahead, NewTask::titled("one more", "ann"), 0).expect("task");
+        ahead.commit();
+        let change = ahead.get_last_local_change().expect("change").clone();
+        let mut state = DocState::dormant(stored);
+        state.materialise(ahead.document().clone());
+        (state, StoredChange::from(change), ahead.get_heads())
+    }
+
+    #[test]
+    fn a_catch_up_naming_our_unstored_change_without_its_chunk_asks_for_a_reload() {
+        let base = board_with_tasks(1);
+        let (mut state, change, heads) = with_unstored_change(&base);
+        // Another node stored it and folded it into a snapshot: only the heads say so.
+        let folded = CatchUp {
+            changes: Vec::new(),
+            heads: heads.clone(),
+            last_seq: 7,
+        };
+        assert!(!state.catch_up(folded).expect("applies"), "reload instead");
+        assert_eq!(
+            state.stored().heads,
+            base.get_heads(),
+            "nothing taken as stored"
+        );
+
+        let (mut state, _, _) = with_unstored_change(&base);
+        let arrived = CatchUp {
+            changes: vec![change],
+            heads: heads.clone(),
+            last_seq: 7,
+        };
+        assert!(state.catch_up(arrived).expect("applies"));
+        assert_eq!(state.stored().heads, heads);
+        assert_eq!(state.stored().last_seq, 7);
     }
 
     /// A client replica connected to the server state as connection `conn`.

@@ -105,21 +105,33 @@ pub async fn run(
         let publishing = sink
             .publish(&pending)
             .instrument(tracing::info_span!("relay", events = pending.len()));
-        let (sent, failure) = match drain_until {
-            Some(until) => match tokio::time::timeout_at(until, publishing).await {
-                Ok(published) => published,
-                Err(_) => {
-                    tracing::warn!(
-                        "stopping with events left in the outbox; they go out after a restart"
-                    );
-                    return;
+        tokio::pin!(publishing);
+        let published = match drain_until {
+            Some(_) => None,
+            None => tokio::select! {
+                published = &mut publishing => Some(published),
+                () = stop.cancelled() => {
+                    // Stopping mid-send: the send goes on (dropping it would send its events
+                    // again) within the drain's bound.
+                    drain_until = Some(tokio::time::Instant::now() + drain);
+                    None
                 }
             },
-            // Stopping drops a send in flight; its events go out again while draining.
-            None => tokio::select! {
-                published = publishing => published,
-                () = stop.cancelled() => continue,
-            },
+        };
+        let (sent, failure) = match published {
+            Some(published) => published,
+            None => {
+                let until = drain_until.unwrap_or_else(tokio::time::Instant::now);
+                match tokio::time::timeout_at(until, &mut publishing).await {
+                    Ok(published) => published,
+                    Err(_) => {
+                        tracing::warn!(
+                            "stopping with events left in the outbox; they go out after a restart"
+                        );
+                        return;
+                    }
+                }
+            }
         };
         if sent > 0 {
             let seqs: Vec<i64> = pending[..sent].iter().map(|e| e.seq).collect();

@@ -166,8 +166,8 @@ pub async fn run_deliveries(
             return;
         }
     };
-    // One circuit per destination host: a receiver that is down costs its own deliveries
-    // their attempts' timeouts once, not every round, and holds up no other receiver.
+    // One circuit per destination (scheme, host, port): a receiver that is down costs its own
+    // deliveries their attempts' timeouts once, not every round, and holds up no other.
     let mut breakers: HashMap<String, Arc<Breaker>> = HashMap::new();
     loop {
         let due = match store.due_deliveries(now_ms(), 100).await {
@@ -188,12 +188,11 @@ pub async fn run_deliveries(
         let due: Vec<(DueDelivery, Arc<Breaker>)> = due
             .into_iter()
             .map(|delivery| {
-                let host = reqwest::Url::parse(&delivery.url)
-                    .ok()
-                    .and_then(|u| u.host_str().map(str::to_owned))
+                let origin = reqwest::Url::parse(&delivery.url)
+                    .map(|u| u.origin().ascii_serialization())
                     .unwrap_or_default();
                 let breaker = breakers
-                    .entry(host)
+                    .entry(origin)
                     .or_insert_with(|| {
                         Arc::new(Breaker::for_destination("webhook", BreakerConfig::SLOW))
                     })
