@@ -232,11 +232,6 @@ impl Fanout {
             crate::telemetry::dependency_error("redis");
         }
     }
-
-    /// Whether notices cross to other nodes.
-    pub fn is_shared(&self) -> bool {
-        self.remote.is_some()
-    }
 }
 
 impl Remote {
